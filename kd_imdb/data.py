@@ -1,0 +1,265 @@
+"""IMDB data: load any source into one frame, validate it, carve the validation split.
+
+Every source ends as a pandas frame with columns ``id``, ``text``, ``label``, ``split``:
+
+* ``id`` is the first 16 hex digits of SHA-256 of the review's UTF-8 text, so ids agree across
+  sources (hub, parquet, the aclImdb archive, a CSV) and teacher logits join to any copy of the data;
+* ``split`` is one of ``train``, ``validation``, ``test``, ``unsupervised``. The validation split is a
+  seeded, stratified slice of train; it drives every model selection and early stop. Test is only
+  read for final reporting.
+
+Sources (the ``data`` parameter of every entry point):
+
+* ``sample``: the small real sample shipped in the package (``kd_imdb/sample``), the embedded default;
+* a folder with ``{train,test,unsupervised}.parquet`` (the layout of ``../shared/data/imdb``);
+* an ``aclImdb/`` folder as the original archive unpacks (``train/pos/*.txt`` ...);
+* one CSV/JSONL/parquet file with ``text`` and ``label`` and, optionally, ``split``;
+* anything else is taken as a Hugging Face hub id (e.g. ``stanfordnlp/imdb``).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SAMPLE_PATH = Path(__file__).parent / "sample" / "imdb_sample.parquet"
+SPLITS = ("train", "validation", "test", "unsupervised")
+FILE_SUFFIXES = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the problem."""
+
+
+def review_id(text: str) -> str:
+    """The review's id: the first 16 hex digits of SHA-256 of its UTF-8 text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class ImdbData:
+    """All splits of one data source in one frame (columns id, text, label, split)."""
+
+    frame: pd.DataFrame
+    source: str
+
+    def split(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 over the sorted (id, label) pairs of the labelled reviews (train+validation+test).
+
+        The validation carve-out does not change it (it is a slice of train), so one soft-labels file
+        serves every validation fraction and seed; the unlabelled reviews are left out so that a
+        run with or without them sees the same data.
+        """
+        labelled = self.frame[self.frame["split"] != "unsupervised"]
+        pairs = sorted(zip(labelled["id"], labelled["label"].astype(int)))
+        digest = hashlib.sha256()
+        for rid, label in pairs:
+            digest.update(f"{rid}:{label}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.frame["split"] == s).sum()) for s in SPLITS}
+
+
+def load_data(
+    source: str = "sample",
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    unsupervised: bool = False,
+) -> ImdbData:
+    """Load ``source`` (see the module docstring), validate it and carve the validation split.
+
+    The validation split is drawn from train with ``sklearn.model_selection.train_test_split``,
+    stratified on the label and seeded by ``seed``, so the same seed gives the same split anywhere.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    raw, where = _read_source(source)
+    frame = _validate(raw, where)
+    if not unsupervised:
+        frame = frame[frame["split"] != "unsupervised"]
+    frame = _carve_validation(frame, val_fraction, seed)
+    data = ImdbData(frame=frame.reset_index(drop=True), source=str(source))
+    log.info("loaded %s: %s", where, data.counts())
+    return data
+
+
+def _read_source(source: str) -> tuple[pd.DataFrame, str]:
+    """Read ``source`` into a frame with text, label and split (unvalidated)."""
+    if source in ("sample", "", None):
+        return _read_file(SAMPLE_PATH), str(SAMPLE_PATH)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if (path / "train" / "pos").is_dir() or (path / "aclImdb").is_dir():
+            return _read_aclimdb(path), str(path)
+        return _read_parquet_folder(path), str(path)
+    if path.suffix.lower() in FILE_SUFFIXES:
+        if not path.exists():
+            raise DataError(f"{path}: file not found; pass an existing file, folder or hub id as data")
+        return _read_file(path), str(path)
+    if path.exists():
+        raise DataError(f"{path}: unsupported file type; use .csv, .jsonl or .parquet")
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise DataError(f"{source}: no such file or folder; pass an existing path or a hub id")
+    return _read_hub(source), f"hub:{source}"
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    """One CSV/JSONL/parquet file. Without a ``split`` column all rows are train and a seeded 20% is
+    held out as test (stratified), so a single labelled file still gives a final report."""
+    import datasets
+
+    kind = FILE_SUFFIXES[path.suffix.lower()]
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+        frame = ds.to_pandas()
+    except Exception as exc:  # datasets wraps parser errors in many types
+        raise DataError(f"{path}: unreadable {kind} file ({type(exc).__name__}: {_first_line(exc)})") from exc
+    _require_columns(frame, path)
+    if "split" not in frame.columns:
+        from sklearn.model_selection import train_test_split
+
+        _check_labels(frame, path)
+        train_idx, test_idx = train_test_split(
+            np.arange(len(frame)), test_size=0.2, random_state=0, stratify=frame["label"]
+        )
+        frame["split"] = "train"
+        frame.loc[test_idx, "split"] = "test"
+        log.warning("%s has no split column: holding out 20%% of it as test", path)
+    return frame
+
+
+def _read_parquet_folder(path: Path) -> pd.DataFrame:
+    import datasets
+
+    files = {s: path / f"{s}.parquet" for s in ("train", "test", "unsupervised")}
+    missing = [str(f) for s, f in files.items() if s != "unsupervised" and not f.exists()]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; a data folder needs train.parquet and test.parquet")
+    frames = []
+    for split, file in files.items():
+        if not file.exists():
+            continue
+        try:
+            part = datasets.load_dataset("parquet", data_files=str(file), split="train").to_pandas()
+        except Exception as exc:
+            raise DataError(f"{file}: unreadable parquet file ({_first_line(exc)})") from exc
+        _require_columns(part, file)
+        part = part[["text", "label"]].copy()
+        part["split"] = split
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read_aclimdb(path: Path) -> pd.DataFrame:
+    """The original archive: aclImdb/{train,test}/{pos,neg}/*.txt and train/unsup/*.txt."""
+    import datasets
+
+    root = path / "aclImdb" if (path / "aclImdb").is_dir() else path
+    rows: dict[str, list] = {"text": [], "label": [], "split": []}
+    layout = [("train", "neg", 0), ("train", "pos", 1), ("test", "neg", 0), ("test", "pos", 1), ("train", "unsup", -1)]
+    for folder, sub, label in layout:
+        directory = root / folder / sub
+        if not directory.is_dir():
+            if sub == "unsup":
+                continue
+            raise DataError(f"{directory}: missing; an aclImdb folder needs train/ and test/ with pos/ and neg/")
+        for file in sorted(directory.glob("*.txt")):
+            rows["text"].append(file.read_text(encoding="utf-8"))
+            rows["label"].append(label)
+            rows["split"].append("unsupervised" if label == -1 else folder)
+    # Through datasets like every other source, so features are checked the same way.
+    return datasets.Dataset.from_dict(rows).to_pandas()
+
+
+def _read_hub(name: str) -> pd.DataFrame:
+    import datasets
+
+    try:
+        dsd = datasets.load_dataset(name)
+    except Exception as exc:
+        raise DataError(
+            f"{name}: could not load from the Hugging Face hub ({_first_line(exc)}); "
+            "offline, pass a local folder or file instead"
+        ) from exc
+    frames = []
+    for split in ("train", "test", "unsupervised"):
+        if split in dsd:
+            part = dsd[split].to_pandas()
+            _require_columns(part, f"hub:{name}[{split}]")
+            part = part[["text", "label"]].copy()
+            part["split"] = split
+            frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _require_columns(frame: pd.DataFrame, where) -> None:
+    missing = [c for c in ("text", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{where}: missing column(s) {', '.join(missing)} (found {', '.join(map(str, frame.columns))}); "
+            "the data needs a text column and a 0/1 label column"
+        )
+
+
+def _check_labels(frame: pd.DataFrame, where) -> None:
+    labelled = frame[frame.get("split", "train") != "unsupervised"] if "split" in frame else frame
+    labels = pd.to_numeric(labelled["label"], errors="coerce")
+    bad = labelled["label"][~labels.isin([0, 1])]
+    if len(bad):
+        raise DataError(
+            f"{where}: {len(bad)} label(s) other than 0/1 (e.g. {bad.iloc[0]!r}); labels must be 0 or 1"
+        )
+
+
+def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+    _require_columns(frame, where)
+    frame = frame[["text", "label", "split"]].copy()
+    unknown = sorted(set(frame["split"].astype(str)) - set(SPLITS))
+    if unknown:
+        raise DataError(f"{where}: unknown split(s) {unknown}; use train, test or unsupervised")
+    if not frame["text"].map(lambda t: isinstance(t, str)).all():
+        raise DataError(f"{where}: non-text values in the text column; every review must be a string")
+    empty = frame["text"].str.strip() == ""
+    if empty.any():
+        raise DataError(
+            f"{where}: {int(empty.sum())} empty review(s) (first at row {int(np.flatnonzero(empty)[0])}); "
+            "drop them or fill in their text"
+        )
+    _check_labels(frame, where)
+    frame.loc[frame["split"] == "unsupervised", "label"] = -1
+    frame["label"] = frame["label"].astype(int)
+    for split in ("train", "test"):
+        labels = set(frame.loc[frame["split"] == split, "label"])
+        if labels != {0, 1}:
+            raise DataError(f"{where}: the {split} split has labels {sorted(labels)}; it needs both 0 and 1")
+    frame["id"] = frame["text"].map(review_id)
+    return frame[["id", "text", "label", "split"]]
+
+
+def _carve_validation(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+    from sklearn.model_selection import train_test_split
+
+    frame = frame.copy()
+    frame.loc[frame["split"] == "validation", "split"] = "train"  # a source's own validation is re-carved
+    train_idx = np.flatnonzero(frame["split"].to_numpy() == "train")
+    _, val_idx = train_test_split(
+        train_idx, test_size=val_fraction, random_state=seed, stratify=frame["label"].to_numpy()[train_idx]
+    )
+    frame.iloc[np.sort(val_idx), frame.columns.get_loc("split")] = "validation"
+    return frame
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,95 @@
+"""MLflow plumbing shared by the entry points: the tracking URI, the reachability check, runs, params.
+
+The embedded default is a local SQLite store (``sqlite:///mlflow.db``, artifacts in ``./mlruns``), so
+nothing needs a server. ``MLFLOW_TRACKING_URI`` points every entry point at a real server instead.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message names the URI and the fix."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def setup_tracking(experiment: str | None = None) -> str:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` (or the local SQLite default) and check that it answers.
+
+    An unreachable server would otherwise make MLflow retry for minutes; one quick probe with retries
+    off gives a one-line error instead.
+    """
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except Exception as exc:
+            raise TrackingError(
+                f"tracking server {uri} is unreachable ({type(exc).__name__}); start it "
+                "(mlflow server ...) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+            ) from exc
+    if experiment and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(experiment)
+    return uri
+
+
+@contextlib.contextmanager
+def start_run(run_name: str | None = None, nested: bool = False, tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
+    """``mlflow.start_run`` that resumes the run ``mlflow run`` created (MLFLOW_RUN_ID) at top level.
+
+    On an exception the run ends FAILED (mlflow's context manager does that) and the exception goes on.
+    """
+    with mlflow.start_run(run_name=run_name if not (os.environ.get("MLFLOW_RUN_ID") and not nested) else None,
+                          nested=nested, tags=tags) as run:
+        yield run
+
+
+def log_params_once(params: dict) -> None:
+    """Log params the active run does not hold yet.
+
+    ``mlflow run`` logs the entry point's parameters itself (as the strings the user typed); logging
+    them again from code could only repeat them under other spellings, so those already present are
+    left alone.
+    """
+    run = mlflow.active_run()
+    present = MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {k: v for k, v in params.items() if k not in present}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_dict_artifact(obj: dict, name: str) -> None:
+    mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
+
+
+def download_artifact(run_id: str, path: str) -> Path:
+    """Download ``path`` of ``run_id`` into a temp dir; a missing run or file is a one-line error."""
+    client = MlflowClient()
+    try:
+        client.get_run(run_id)
+    except Exception as exc:
+        raise TrackingError(f"run {run_id} not found in {tracking_uri()}; check the run id and MLFLOW_TRACKING_URI") from exc
+    try:
+        local = client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="kd_imdb_"))
+    except Exception as exc:
+        raise TrackingError(f"run {run_id} has no artifact {path!r}; is it the right kind of run?") from exc
+    return Path(local)
