@@ -68,5 +68,80 @@ def teacher(**kwargs) -> None:
         click.echo(f"teacher run: {run_id}")
 
 
+@main.command("soft-labels")
+@click.option("--teacher-run-id", "teacher_run_id", default="", help="Run id of a teacher run to label with.")
+@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
+@click.option("--unsupervised", default=False, show_default=True, type=bool,
+              help="Also label the unlabelled reviews (a transfer set).")
+@click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
+@click.option("--onnx-int8", "onnx_int8", default=False, show_default=True, type=bool,
+              help="Label with ONNX Runtime int8 (faster on CPU); agreement with fp32 is logged.")
+@click.option("--logits-file", "logits_file", default="",
+              help="Register this existing logits file (id, logit_0, logit_1) instead of running the teacher.")
+@click.option("--cache-dir", "cache_dir", default="checkpoints", show_default=True,
+              help="Labelled chunks are cached here; a killed job resumes.")
+@friendly_errors
+def soft_labels(**kwargs) -> None:
+    """Write the teacher's logits for every review as one artifact keyed by review id."""
+    from kd_imdb import soft_labels as soft_labels_mod
+
+    run_id = soft_labels_mod.run(soft_labels_mod.SoftLabelsConfig(**kwargs))
+    click.echo(f"soft labels run: {run_id}")
+
+
+def student_options(fn):
+    """The options every student-training command shares."""
+    options = [
+        click.option("--data", default="sample", show_default=True, help=DATA_HELP),
+        click.option("--soft-labels-run-id", "soft_labels_run_id", default="",
+                     help="Run id of a soft_labels run (needed for KD)."),
+        click.option("--arch", default="gru", show_default=True, type=click.Choice(["gru", "cnn"])),
+        click.option("--hidden", default=64, show_default=True, type=int, help="GRU units or CNN filters per width."),
+        click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int),
+        click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int),
+        click.option("--max-len", "max_len", default=256, show_default=True, type=int, help="Words per review."),
+        click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN."),
+        click.option("--lr", default=2e-3, show_default=True, type=float),
+        click.option("--batch-size", "batch_size", default=64, show_default=True, type=int),
+        click.option("--temperature", default=2.0, show_default=True, type=float),
+        click.option("--alpha", default=1.0, show_default=True, type=float, help="Weight of the soft term; 1 = soft only."),
+        click.option("--hard-epochs", "hard_epochs", default=0, show_default=True, type=int,
+                     help="Epochs on hard labels after KD (the origin's other arm)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@student_options
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--mode", default="pair", show_default=True, type=click.Choice(["pair", "scratch", "kd"]),
+              help="pair: nested scratch and KD runs from identical initial weights.")
+@friendly_errors
+def student(**kwargs) -> None:
+    """Train a student seed pair (scratch and KD) or one arm, and log it."""
+    from kd_imdb import experiment
+    from kd_imdb.report import print_pair_table
+
+    results = experiment.run(experiment.StudentConfig(**kwargs))
+    print_pair_table({f"{kwargs['arch']}-{kwargs['hidden']}": results})
+
+
+@main.command()
+@click.option("--teacher-model", "teacher_model", default="packaged", show_default=True,
+              help="Teacher checkpoint ('packaged', 'tiny', hub id or folder).")
+@click.option("--teacher-epochs", "teacher_epochs", default=1.0, show_default=True, type=float)
+@click.option("--max-len", "max_len", default=128, show_default=True, type=int, help="Teacher tokens per review.")
+@click.option("--hidden", default=64, show_default=True, type=int, help="GRU student size.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@friendly_errors
+def demo(**kwargs) -> None:
+    """Teacher, soft labels and a GRU pair on the shipped sample, end to end, then a results table."""
+    from kd_imdb.report import run_demo
+
+    run_demo(**kwargs)
+
+
 if __name__ == "__main__":
     main()

@@ -108,16 +108,10 @@ def encode(tokenizer, texts: list[str], max_len: int, truncation: str = "head+ta
     quarters of the budget (Sun et al. 2019, "How to fine-tune BERT for text classification?",
     found head+tail best on IMDB: reviews often end with the verdict).
     """
-    budget = max_len - 2
-    ids = tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
-    head = budget if truncation == "head" else budget // 4
-    tail = budget - head
-    out = []
-    for seq in ids:
-        if len(seq) > budget:
-            seq = seq[:head] + (seq[len(seq) - tail:] if tail else [])
-        out.append([tokenizer.cls_token_id] + seq + [tokenizer.sep_token_id])
-    return out
+    from kd_imdb.tokenizer import truncate
+
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return [[tokenizer.cls_token_id] + truncate(seq, max_len - 2, truncation) + [tokenizer.sep_token_id] for seq in ids]
 
 
 @torch.inference_mode()

@@ -47,19 +47,22 @@ def setup_tracking(experiment: str | None = None) -> str:
                 f"tracking server {uri} is unreachable ({type(exc).__name__}); start it "
                 "(mlflow server ...) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
             ) from exc
-    if experiment and not os.environ.get("MLFLOW_RUN_ID"):
+    chosen = any(os.environ.get(v) for v in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"))
+    if experiment and not chosen and mlflow.active_run() is None:
         mlflow.set_experiment(experiment)
     return uri
 
 
 @contextlib.contextmanager
 def start_run(run_name: str | None = None, nested: bool = False, tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
-    """``mlflow.start_run`` that resumes the run ``mlflow run`` created (MLFLOW_RUN_ID) at top level.
+    """``mlflow.start_run``, nested under the active run if there is one.
 
-    On an exception the run ends FAILED (mlflow's context manager does that) and the exception goes on.
+    At top level it resumes the run ``mlflow run`` created (MLFLOW_RUN_ID), so a stage called from
+    another (the demo) lands under it. On an exception the run ends FAILED (mlflow's context manager
+    does that) and the exception goes on.
     """
-    with mlflow.start_run(run_name=run_name if not (os.environ.get("MLFLOW_RUN_ID") and not nested) else None,
-                          nested=nested, tags=tags) as run:
+    nested = nested or mlflow.active_run() is not None
+    with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
         yield run
 
 

@@ -1,0 +1,175 @@
+"""The ``student`` entry point: a seed pair of students, scratch and KD, from identical initial weights.
+
+In ``pair`` mode one parent MLflow run holds two nested runs, ``scratch`` and ``kd``; both arms are
+built from the same seed (identical initial weights, tag ``init_sha256``), see the same batches in
+the same order, and differ only in their loss. ``scratch`` or ``kd`` mode trains one arm alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kd_imdb.students import StudentSpec, build_student
+
+log = logging.getLogger(__name__)
+
+MODES = ("pair", "scratch", "kd")
+ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
+
+
+@dataclass
+class StudentConfig:
+    """Parameters of the ``student`` entry point (validated on construction)."""
+
+    data: str = "sample"
+    soft_labels_run_id: str = ""
+    arch: str = "gru"
+    hidden: int = 64
+    embedding_dim: int = 128
+    vocab_size: int = 20000
+    max_len: int = 256
+    epochs: int = 0  # 0 = the origin's: 4 for GRU, 3 for CNN
+    lr: float = 2e-3
+    batch_size: int = 64
+    seed: int = 0
+    mode: str = "pair"
+    temperature: float = 2.0
+    alpha: float = 1.0
+    hard_epochs: int = 0
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        problems = []
+        StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim, vocab_size=self.vocab_size)
+        if self.mode not in MODES:
+            problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode != "scratch" and not self.soft_labels_run_id:
+            problems.append(f"mode {self.mode!r} needs soft_labels_run_id (run the soft_labels entry point first)")
+        if self.temperature <= 0:
+            problems.append(f"temperature must be > 0, got {self.temperature}")
+        if not 0.0 <= self.alpha <= 1.0:
+            problems.append(f"alpha must lie in [0, 1], got {self.alpha}")
+        if self.epochs < 0 or self.hard_epochs < 0:
+            problems.append("epochs and hard_epochs must be >= 0")
+        if not 0 < self.lr < 1 or self.batch_size < 1 or self.max_len < 1:
+            problems.append("lr must lie in (0, 1), batch_size and max_len must be >= 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        if self.epochs == 0:
+            self.epochs = ORIGIN_EPOCHS[self.arch]
+
+    @property
+    def spec(self) -> StudentSpec:
+        return StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim,
+                           vocab_size=self.vocab_size)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A digest of a model's weights: equal digests mean identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_student(directory: str | Path, model: torch.nn.Module, spec: StudentSpec, tokenizer, max_len: int) -> Path:
+    """Weights as safetensors, plus config.json and tokenizer.json: all a student needs to predict."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps({**spec.to_dict(), "max_len": max_len}, indent=2))
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def prepare(cfg: StudentConfig):
+    """Load data and soft labels, train the word tokenizer, encode every split (shared by both arms)."""
+    from kd_imdb.data import load_data
+    from kd_imdb.soft_labels import load_for_data
+    from kd_imdb.tokenizer import encode_texts, train_tokenizer
+
+    data = load_data(cfg.data, cfg.val_fraction, seed=0)
+    teacher = load_for_data(cfg.soft_labels_run_id, data).to_numpy(np.float32) if cfg.soft_labels_run_id else None
+    tok = train_tokenizer(data.split("train")["text"].tolist(), vocab_size=cfg.vocab_size)
+    splits = {}
+    for split in ("train", "validation", "test"):
+        mask = (data.frame["split"] == split).to_numpy()
+        part = data.frame[mask]
+        splits[split] = {
+            "seqs": encode_texts(tok, part["text"].tolist(), cfg.max_len),
+            "labels": part["label"].to_numpy(),
+            "teacher": None if teacher is None else teacher[mask],
+        }
+    return data, tok, splits
+
+
+def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
+    """Train one arm (``scratch`` or ``kd``), logging into the active MLflow run; return its metrics."""
+    import mlflow
+
+    from kd_imdb import tracking
+    from kd_imdb.metrics import classification_metrics, prefixed
+    from kd_imdb.train import predict, train_student
+
+    tr, va, te = splits["train"], splits["validation"], splits["test"]
+    mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm})
+    params = {**asdict(cfg), "mode": arm}
+    if arm == "scratch":
+        for key in ("temperature", "alpha", "hard_epochs"):  # meaningless without a teacher
+            params.pop(key)
+    tracking.log_params_once(params)
+    model = build_student(cfg.spec, cfg.seed)  # identical initial weights in both arms
+    mlflow.set_tag("init_sha256", weights_sha256(model))
+    mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
+    result = train_student(
+        model, cfg.seed, tr["seqs"], tr["labels"], va["seqs"], va["labels"],
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
+        teacher_logits=tr["teacher"] if arm == "kd" else None,
+        temperature=cfg.temperature, alpha=cfg.alpha, hard_epochs=cfg.hard_epochs if arm == "kd" else 0,
+        log_fn=lambda m, step: mlflow.log_metrics(m, step=step), desc=f"{cfg.arch}-{cfg.hidden} {arm}",
+    )
+    model.load_state_dict(result.state_dict)
+    val_logits, test_logits = predict(model, va["seqs"]), predict(model, te["seqs"])
+    metrics = {**prefixed(classification_metrics(val_logits, va["labels"], va["teacher"]), "val"),
+               **prefixed(classification_metrics(test_logits, te["labels"], te["teacher"]), "test"),
+               "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
+               "train_reviews_per_s": len(tr["seqs"]) * len(result.history) / result.train_seconds}
+    mlflow.log_metrics(metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_student(tmp, model, cfg.spec, tok, cfg.max_len)
+        np.save(f"{tmp}/test_logits.npy", test_logits)  # for paired tests (McNemar) across arms
+        mlflow.log_artifacts(tmp, "student")
+    return metrics
+
+
+def run(cfg: StudentConfig) -> dict[str, dict]:
+    """The ``student`` entry point. Returns ``{arm: metrics}``."""
+    import mlflow
+
+    from kd_imdb import tracking
+
+    tracking.setup_tracking("kd_imdb")
+    data, tok, splits = prepare(cfg)
+    if cfg.mode != "pair":
+        with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} {cfg.mode} seed {cfg.seed}"):
+            return {cfg.mode: train_arm(cfg, cfg.mode, tok, splits)}
+    results = {}
+    with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} seed {cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
+        tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
+        for arm in ("scratch", "kd"):
+            with tracking.start_run(run_name=arm, nested=True):
+                results[arm] = train_arm(cfg, arm, tok, splits)
+        mlflow.log_metrics({f"{arm}_{k}": v for arm, m in results.items() for k, v in m.items() if k.startswith("test_")})
+        mlflow.log_metrics({f"kd_minus_scratch_{k}": results["kd"][k] - results["scratch"][k]
+                            for k in ("test_accuracy", "test_f1", "val_accuracy")})
+    return results

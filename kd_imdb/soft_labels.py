@@ -1,0 +1,221 @@
+"""Soft labels: the teacher's raw logits for every review, computed once and keyed by review id.
+
+The artifact ``soft_labels/logits.parquet`` of a soft-labels run has the columns ``id``, ``split``,
+``logit_0``, ``logit_1`` and carries its fingerprint (teacher run, data content hash, max_len,
+truncation) in the parquet metadata and in ``soft_labels/fingerprint.json``. Students read logits from
+it and never recompute teacher outputs; a fingerprint that does not match the data a student loaded
+is an error.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = "soft_labels/logits.parquet"
+META_KEY = b"kd_imdb.fingerprint"
+COLUMNS = ("id", "logit_0", "logit_1")
+
+
+class SoftLabelsError(ValueError):
+    """Soft labels that are missing, malformed, stale or made for other data."""
+
+
+@dataclass
+class SoftLabelsConfig:
+    """Parameters of the ``soft_labels`` entry point."""
+
+    teacher_run_id: str = ""
+    data: str = "sample"
+    unsupervised: bool = False
+    batch_size: int = 64
+    onnx_int8: bool = False
+    logits_file: str = ""  # register this existing file instead of running the teacher
+    chunk_size: int = 4096  # reviews per cached chunk: a killed labelling resumes chunk by chunk
+    cache_dir: str = "checkpoints"
+
+    def __post_init__(self) -> None:
+        if not self.teacher_run_id and not self.logits_file:
+            raise ValueError("give teacher_run_id (to run the teacher) or logits_file (to register logits)")
+        if self.batch_size < 1 or self.chunk_size < 1:
+            raise ValueError("batch_size and chunk_size must be >= 1")
+
+
+def write_logits(frame: pd.DataFrame, fingerprint: dict, path: str | Path) -> None:
+    """Write ``frame`` (id, split, logit_0, logit_1) with ``fingerprint`` in the parquet metadata."""
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    meta = {**(table.schema.metadata or {}), META_KEY: json.dumps(fingerprint, sort_keys=True).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), str(path), compression="zstd")
+
+
+def read_logits(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Read a logits file and its fingerprint (empty when the file carries none)."""
+    path = Path(path)
+    if not path.exists():
+        raise SoftLabelsError(f"{path}: logits file not found")
+    try:
+        table = pq.read_table(str(path))
+    except Exception as exc:
+        raise SoftLabelsError(f"{path}: not a readable parquet logits file ({exc})") from exc
+    frame = table.to_pandas()
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise SoftLabelsError(
+            f"{path}: missing column(s) {', '.join(missing)}; a logits file needs id, logit_0, logit_1"
+        )
+    if not np.isfinite(frame[["logit_0", "logit_1"]].to_numpy()).all():
+        raise SoftLabelsError(f"{path}: non-finite logits; recompute the soft labels")
+    meta = (table.schema.metadata or {}).get(META_KEY)
+    return frame, (json.loads(meta) if meta else {})
+
+
+def load_for_data(run_id: str, data) -> pd.DataFrame:
+    """The soft labels of run ``run_id`` as logits [n, 2] aligned with ``data.frame`` (NaN where absent).
+
+    Checks the fingerprint against the data actually loaded: soft labels made for other data (another
+    sample, another version of the data set) are an error, not a silent partial join.
+    """
+    from kd_imdb import tracking
+
+    frame, fingerprint = read_logits(tracking.download_artifact(run_id, ARTIFACT))
+    if fingerprint.get("data_hash") != data.content_hash:
+        raise SoftLabelsError(
+            f"soft labels of run {run_id} were made for data {fingerprint.get('data_hash')} but the loaded data "
+            f"is {data.content_hash}; pass the same --data as the soft_labels run or relabel this data"
+        )
+    logits = frame.drop_duplicates("id").set_index("id")[["logit_0", "logit_1"]]
+    aligned = logits.reindex(data.frame["id"])
+    labelled = (data.frame["split"] != "unsupervised").to_numpy()
+    if aligned[labelled].isna().any().any():
+        raise SoftLabelsError(f"soft labels of run {run_id} miss some train/validation/test reviews; relabel this data")
+    return aligned.set_index(data.frame.index)
+
+
+def _check_coverage(frame: pd.DataFrame, data, where: str) -> None:
+    have = set(frame["id"])
+    for split in ("train", "validation", "test", "unsupervised"):
+        ids = data.split(split)["id"]
+        missing = int((~ids.isin(have)).sum())
+        if missing:
+            raise SoftLabelsError(
+                f"{where}: no logits for {missing} of {len(ids)} {split} reviews; the file was made for other data"
+            )
+
+
+def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFrame, dict, dict]:
+    """Run the teacher of ``teacher_run_id`` on every review of ``data`` that it has not scored yet.
+
+    Validation and test logits the teacher run already logged (``predictions/``) are reused. The rest is
+    computed in chunks cached under ``cache_dir`` so a killed job resumes; within a chunk, batches are
+    length-sorted under ``inference_mode``. Returns (logits frame, fingerprint, metrics).
+    """
+    from mlflow.tracking import MlflowClient
+
+    from kd_imdb import teacher, tracking
+
+    params = MlflowClient().get_run(teacher_run_id).data.params
+    max_len, truncation = int(float(params.get("max_len", 128))), params.get("truncation", "head+tail")
+    fingerprint = {"teacher_run_id": teacher_run_id, "data_hash": data.content_hash,
+                   "max_len": max_len, "truncation": truncation, "onnx_int8": cfg.onnx_int8}
+    model_dir = tracking.download_artifact(teacher_run_id, "model")
+    tok = teacher.load_tokenizer(str(model_dir))
+    model = teacher.load_model(str(model_dir))
+
+    known = pd.DataFrame(columns=["id", "logit_0", "logit_1"])
+    try:
+        known = pd.read_parquet(tracking.download_artifact(teacher_run_id, "predictions/predictions.parquet"))
+    except tracking.TrackingError:
+        log.info("teacher run has no predictions artifact; labelling every review")
+    todo = data.frame.drop_duplicates("id")
+    todo = todo[~todo["id"].isin(set(known["id"]))].reset_index(drop=True)
+    metrics: dict = {"reused_reviews": float(len(data.frame) - len(todo))}
+
+    if cfg.onnx_int8:
+        from kd_imdb import export
+
+        onnx_path = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}" / "teacher-int8.onnx"
+        predictor = export.OnnxTeacher(export.export_teacher_int8(model, onnx_path), tok.pad_token_id)
+        probe = data.split("validation").head(512)
+        probe_ids = teacher.encode(tok, probe["text"].tolist(), max_len, truncation)
+        metrics.update(export.agreement(teacher.predict_logits(model, probe_ids, tok.pad_token_id, desc="fp32 probe"),
+                                        predictor.predict(probe_ids, cfg.batch_size)))
+        predict = lambda ids, desc: predictor.predict(ids, cfg.batch_size, desc=desc)  # noqa: E731
+    else:
+        predict = lambda ids, desc: teacher.predict_logits(model, ids, tok.pad_token_id, cfg.batch_size, desc=desc)  # noqa: E731
+
+    cache = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}-{data.content_hash}-{'int8' if cfg.onnx_int8 else 'fp32'}"
+    cache.mkdir(parents=True, exist_ok=True)
+    t0, computed = time.time(), 0
+    parts = [known[["id", "logit_0", "logit_1"]]]
+    n_chunks = (len(todo) + cfg.chunk_size - 1) // cfg.chunk_size
+    for c in range(n_chunks):
+        chunk = todo.iloc[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
+        file = cache / f"chunk-{c:05d}-{len(chunk)}.parquet"
+        if file.exists() and pd.read_parquet(file)["id"].tolist() == chunk["id"].tolist():
+            parts.append(pd.read_parquet(file))
+            continue
+        ids = teacher.encode(tok, chunk["text"].tolist(), max_len, truncation)
+        logits = predict(ids, f"label chunk {c + 1}/{n_chunks}")
+        part = pd.DataFrame({"id": chunk["id"].to_numpy(), "logit_0": logits[:, 0], "logit_1": logits[:, 1]})
+        part.to_parquet(file, index=False)
+        parts.append(part)
+        computed += len(chunk)
+    if computed:
+        metrics["label_reviews_per_s"] = computed / (time.time() - t0)
+    logits = pd.concat(parts, ignore_index=True).drop_duplicates("id").set_index("id")
+    frame = data.frame[["id", "split"]].drop_duplicates("id").join(logits, on="id")
+    return frame.reset_index(drop=True), fingerprint, metrics
+
+
+def run(cfg: SoftLabelsConfig) -> str:
+    """The ``soft_labels`` entry point: label (or register) and log the logits artifact and its metrics."""
+    import tempfile
+
+    import mlflow
+
+    from kd_imdb import tracking
+    from kd_imdb.data import load_data
+    from kd_imdb.metrics import classification_metrics
+
+    tracking.setup_tracking("kd_imdb")
+    data = load_data(cfg.data, unsupervised=cfg.unsupervised)
+    with tracking.start_run(run_name="soft_labels", tags={"kd_imdb.stage": "soft_labels"}) as run:
+        tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
+        if cfg.logits_file:
+            frame, fingerprint = read_logits(cfg.logits_file)
+            if fingerprint and fingerprint.get("data_hash") != data.content_hash:
+                raise SoftLabelsError(
+                    f"{cfg.logits_file}: made for data {fingerprint.get('data_hash')}, but {cfg.data} is "
+                    f"{data.content_hash}; register it against the data it was made for"
+                )
+            _check_coverage(frame, data, cfg.logits_file)
+            fingerprint = fingerprint or {"teacher_run_id": "external", "data_hash": data.content_hash}
+            fingerprint["registered_from"] = str(cfg.logits_file)
+            frame = data.frame[["id", "split"]].drop_duplicates("id").join(
+                frame.drop_duplicates("id").set_index("id")[["logit_0", "logit_1"]], on="id")
+            metrics: dict = {}
+        else:
+            frame, fingerprint, metrics = label(cfg, data, cfg.teacher_run_id)
+        # The teacher's own scores on each labelled split, from the very logits students will see.
+        joined = data.frame.join(frame.set_index("id")[["logit_0", "logit_1"]], on="id")
+        for split, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
+            part = joined[joined["split"] == split]
+            for k, v in classification_metrics(part[["logit_0", "logit_1"]].to_numpy(), part["label"].to_numpy()).items():
+                metrics[f"teacher_{prefix}_{k}"] = v
+        metrics["reviews"] = float(len(frame))
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({f"fingerprint.{k}": str(v) for k, v in fingerprint.items()})
+        with tempfile.TemporaryDirectory() as tmp:
+            write_logits(frame, fingerprint, f"{tmp}/logits.parquet")
+            Path(f"{tmp}/fingerprint.json").write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
+            mlflow.log_artifacts(tmp, "soft_labels")
+        return run.info.run_id

@@ -1,0 +1,97 @@
+"""The students: a GRU net and a 1-D CNN net (Kim 2014), both tiny and trained from scratch.
+
+Both take token ids [B, L] padded with 0 at the end and return 2-class logits [B, 2].
+``build_student`` seeds the initial weights with the seed alone, so the scratch and KD runs
+of a seed pair start from identical weights.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+ARCHS = ("gru", "cnn")
+
+
+@dataclass
+class StudentSpec:
+    """The architecture of a student (what is needed to rebuild it from its weights)."""
+
+    arch: str = "gru"
+    hidden: int = 64
+    embedding_dim: int = 128
+    vocab_size: int = 20000
+    dropout: float = 0.3
+    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # CNN only
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if not 1 <= self.hidden <= 4096:
+            raise ValueError(f"hidden must lie in [1, 4096], got {self.hidden}")
+        if self.embedding_dim < 1 or self.vocab_size < 3:
+            raise ValueError("embedding_dim must be >= 1 and vocab_size >= 3")
+        self.kernel_sizes = tuple(self.kernel_sizes)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
+
+
+def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over time of ``x`` [B, L, D] where ``mask`` [B, L] is true."""
+    return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+
+
+class GRUStudent(nn.Module):
+    """Embedding -> one-layer GRU -> [last state ; max-pool over time] -> linear.
+
+    Sequences are padded at the end and the GRU runs left to right, so the output at the last real
+    token is exactly the unpadded one; no packing needed (packing is slower on a CPU).
+    """
+
+    def __init__(self, spec: StudentSpec):
+        super().__init__()
+        self.embed = nn.Embedding(spec.vocab_size, spec.embedding_dim, padding_idx=0)
+        self.gru = nn.GRU(spec.embedding_dim, spec.hidden, batch_first=True)
+        self.drop = nn.Dropout(spec.dropout)
+        self.out = nn.Linear(2 * spec.hidden, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = ids != 0  # [B, L]
+        states, _ = self.gru(self.embed(ids))  # [B, L, H]
+        last_idx = (mask.sum(dim=1) - 1).clamp(min=0)  # [B]
+        last = states[torch.arange(ids.shape[0]), last_idx]  # [B, H]
+        features = torch.cat([last, masked_max(states, mask)], dim=-1)  # [B, 2H]
+        return self.out(self.drop(features))
+
+
+class CNNStudent(nn.Module):
+    """Embedding -> parallel 1-D convolutions (3, 4, 5 tokens wide, ``hidden`` filters each) -> ReLU ->
+    max-pool over time -> linear (Kim 2014, "Convolutional neural networks for sentence classification")."""
+
+    def __init__(self, spec: StudentSpec):
+        super().__init__()
+        self.kernel_sizes = spec.kernel_sizes
+        self.embed = nn.Embedding(spec.vocab_size, spec.embedding_dim, padding_idx=0)
+        self.convs = nn.ModuleList(nn.Conv1d(spec.embedding_dim, spec.hidden, k) for k in spec.kernel_sizes)
+        self.drop = nn.Dropout(spec.dropout)
+        self.out = nn.Linear(len(spec.kernel_sizes) * spec.hidden, 2)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        width = max(ids.shape[1], max(self.kernel_sizes))  # short reviews are padded up to the widest kernel
+        ids = nn.functional.pad(ids, (0, width - ids.shape[1]))
+        mask = ids != 0  # [B, L]
+        x = self.embed(ids).transpose(1, 2)  # [B, E, L]
+        pooled = []
+        for k, conv in zip(self.kernel_sizes, self.convs):
+            h = torch.relu(conv(x)).transpose(1, 2)  # [B, L-k+1, H]
+            valid = mask[:, k - 1:] | (torch.arange(h.shape[1]) == 0)  # windows ending on a real token; never empty
+            pooled.append(masked_max(h, valid))
+        return self.out(self.drop(torch.cat(pooled, dim=-1)))
+
+
+def build_student(spec: StudentSpec, seed: int) -> nn.Module:
+    """A freshly initialised student; its weights depend on ``spec`` and ``seed`` alone."""
+    torch.manual_seed(seed)
+    return GRUStudent(spec) if spec.arch == "gru" else CNNStudent(spec)
