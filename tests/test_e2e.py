@@ -1,0 +1,127 @@
+"""End to end through ``mlflow run`` against a real ``mlflow server`` (SQLite store): teacher ->
+soft_labels -> student pair, on the shipped sample with a tiny teacher built from a config."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, ROOT, free_port, run_cli
+
+STUDENT = ["-P", "hidden=8", "-P", "embedding_dim=16", "-P", "vocab_size=2000", "-P", "max_len=64",
+           "-P", "epochs=1", "-P", "seed=3"]
+
+
+def mlflow_run(entry: str, params: list[str], uri: str, tmp_path) -> str:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "e2e",
+           "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(BIN / "mlflow"), "run", str(ROOT), "-e", entry, "--env-manager", "local", *params],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return re.search(r"Run \(ID '([0-9a-f]+)'\) succeeded", proc.stderr).group(1)
+
+
+@pytest.fixture(scope="module")
+def pipeline(mlflow_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    ckpt = str(tmp / "checkpoints")
+    teacher = mlflow_run("teacher", ["-P", "model=tiny", "-P", "max_len=32", "-P", "epochs=1", "-P", "train_size=200",
+                                     "-P", "batch_size=16", "-P", f"checkpoint_dir={ckpt}"], mlflow_server, tmp)
+    labels = mlflow_run("soft_labels", ["-P", f"teacher_run_id={teacher}", "-P", f"cache_dir={ckpt}"], mlflow_server, tmp)
+    pair = mlflow_run("student", ["-P", f"soft_labels_run_id={labels}", *STUDENT], mlflow_server, tmp)
+    return {"uri": mlflow_server, "teacher": teacher, "labels": labels, "pair": pair, "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def client(pipeline):
+    return MlflowClient(tracking_uri=pipeline["uri"])
+
+
+def artifact_paths(client, run_id, path=""):
+    out = []
+    for f in client.list_artifacts(run_id, path):
+        out += artifact_paths(client, run_id, f.path) if f.is_dir else [f.path]
+    return set(out)
+
+
+def test_teacher_run(pipeline, client):
+    run = client.get_run(pipeline["teacher"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "tiny" and run.data.params["max_len"] == "32"
+    assert run.data.params["truncation"] == "head+tail"
+    for split in ("val", "test"):
+        for m in ("accuracy", "f1", "precision", "recall", "log_loss", "ece"):
+            assert f"{split}_{m}" in run.data.metrics
+        assert 0.0 <= run.data.metrics[f"{split}_accuracy"] <= 1.0
+    assert len(client.get_metric_history(run.info.run_id, "loss")) >= 2  # per-step loss
+    assert "eval_accuracy" in run.data.metrics  # per-epoch validation
+    assert {"model/config.json", "model/model.safetensors", "model/tokenizer.json",
+            "predictions/predictions.parquet"} <= artifact_paths(client, run.info.run_id)
+
+
+def test_soft_labels_run_reuses_teacher_predictions(pipeline, client):
+    from kd_imdb.data import load_data
+    from kd_imdb.soft_labels import read_logits
+
+    run = client.get_run(pipeline["labels"])
+    teacher = client.get_run(pipeline["teacher"])
+    data = load_data("sample")
+    assert run.data.tags["fingerprint.teacher_run_id"] == pipeline["teacher"]
+    assert run.data.tags["fingerprint.data_hash"] == data.content_hash
+    assert run.data.tags["fingerprint.max_len"] == "32"
+    # The test logits were taken from the teacher run, so the scores agree to the last digit.
+    assert run.data.metrics["teacher_test_accuracy"] == teacher.data.metrics["test_accuracy"]
+    local = client.download_artifacts(run.info.run_id, "soft_labels/logits.parquet", str(pipeline["tmp"]))
+    frame, fingerprint = read_logits(local)
+    assert fingerprint["teacher_run_id"] == pipeline["teacher"]
+    assert set(frame["id"]) == set(data.frame["id"])
+    assert np.isfinite(frame[["logit_0", "logit_1"]].to_numpy()).all()
+
+
+def test_student_pair_nested_runs_start_from_identical_weights(pipeline, client):
+    parent = client.get_run(pipeline["pair"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{pipeline['pair']}'")
+    arms = {c.data.tags["kd_imdb.arm"]: c for c in children}
+    assert set(arms) == {"scratch", "kd"}
+    assert arms["scratch"].data.tags["init_sha256"] == arms["kd"].data.tags["init_sha256"]
+    assert arms["kd"].data.params["temperature"] == "2.0" and arms["kd"].data.params["mode"] == "kd"
+    assert "temperature" not in arms["scratch"].data.params
+    for arm in arms.values():
+        assert arm.info.status == "FINISHED"
+        assert {"student/model.safetensors", "student/config.json", "student/tokenizer.json"} <= artifact_paths(
+            client, arm.info.run_id)
+        assert 0.0 <= arm.data.metrics["test_teacher_agreement"] <= 1.0
+    diff = arms["kd"].data.metrics["test_accuracy"] - arms["scratch"].data.metrics["test_accuracy"]
+    assert parent.data.metrics["kd_minus_scratch_test_accuracy"] == pytest.approx(diff)
+    # MLflow logged the entry point's parameters; the code did not log them again under other names.
+    assert parent.data.params["hidden"] == "8" and "hidden_size" not in parent.data.params
+
+
+def test_same_seed_again_gives_identical_metrics(pipeline, client):
+    """A scratch run alone with the pair's seed reproduces the pair's scratch arm exactly."""
+    parent = client.get_run(pipeline["pair"])
+    scratch = [c for c in client.search_runs([parent.info.experiment_id],
+                                             f"tags.mlflow.parentRunId = '{pipeline['pair']}'")
+               if c.data.tags["kd_imdb.arm"] == "scratch"][0]
+    args = ["student", "--mode", "scratch", "--hidden", "8", "--embedding-dim", "16", "--vocab-size", "2000",
+            "--max-len", "64", "--epochs", "1", "--seed", "3"]
+    proc = run_cli(*args, env={"MLFLOW_TRACKING_URI": pipeline["uri"], "MLFLOW_EXPERIMENT_NAME": "e2e-again"},
+                   cwd=pipeline["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = client.search_runs([client.get_experiment_by_name("e2e-again").experiment_id])[0]
+    for m in ("test_accuracy", "test_f1", "test_log_loss", "val_accuracy"):
+        assert again.data.metrics[m] == scratch.data.metrics[m]
+
+
+def test_unreachable_tracking_server_is_one_line_error(tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"
+    proc = run_cli("student", "--mode", "scratch", "--epochs", "1", env={"MLFLOW_TRACKING_URI": uri}, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: tracking server")
+    assert "unreachable" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,40 @@
+"""Students: seeded initial weights, shapes, padding invariance."""
+import pytest
+import torch
+
+from kd_imdb.experiment import weights_sha256
+from kd_imdb.students import StudentSpec, build_student
+
+
+@pytest.mark.parametrize("arch", ["gru", "cnn"])
+def test_same_seed_same_initial_weights(arch):
+    spec = StudentSpec(arch=arch, hidden=8, embedding_dim=8, vocab_size=50)
+    a, b, c = build_student(spec, 7), build_student(spec, 7), build_student(spec, 8)
+    assert weights_sha256(a) == weights_sha256(b)
+    for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(ta, tb), name
+    assert weights_sha256(a) != weights_sha256(c)
+
+
+@pytest.mark.parametrize("arch", ["gru", "cnn"])
+def test_padding_does_not_change_logits(arch):
+    """Length-bucketed batches pad at the end; a review's logits must not depend on its batch mates."""
+    model = build_student(StudentSpec(arch=arch, hidden=8, embedding_dim=8, vocab_size=50), 0).eval()
+    short = torch.tensor([[5, 6, 7, 8, 9]])
+    padded = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        assert model(short).shape == (1, 2)
+        assert torch.allclose(model(short), model(padded), atol=1e-6)
+
+
+def test_cnn_accepts_reviews_shorter_than_its_widest_kernel():
+    model = build_student(StudentSpec(arch="cnn", hidden=4, embedding_dim=4, vocab_size=20), 0).eval()
+    with torch.no_grad():
+        out = model(torch.tensor([[3], [4]]))
+    assert out.shape == (2, 2) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("kwargs", [{"arch": "lstm"}, {"hidden": 0}, {"vocab_size": 2}])
+def test_bad_spec_raises(kwargs):
+    with pytest.raises(ValueError):
+        StudentSpec(**kwargs)
