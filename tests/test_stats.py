@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from kd_imdb import stats
+
+
+def test_mean_ci_matches_t_interval_by_hand():
+    x = [0.80, 0.82, 0.81, 0.83, 0.79]
+    mean, low, high = stats.mean_ci(x)
+    half = st.t.ppf(0.975, 4) * np.std(x, ddof=1) / np.sqrt(5)
+    assert mean == pytest.approx(0.81) and low == pytest.approx(0.81 - half) and high == pytest.approx(0.81 + half)
+    assert np.isnan(stats.mean_ci([0.8])[1])
+
+
+def test_paired_difference_uses_the_pairing():
+    scratch = np.array([0.70, 0.75, 0.80, 0.85, 0.90])
+    kd = scratch + np.array([0.010, 0.012, 0.011, 0.009, 0.010])  # small, consistent gains
+    out = stats.paired_difference(kd, scratch)
+    assert out["diff_mean"] == pytest.approx(0.0104)
+    assert out["diff_ci_low"] > 0  # paired: significant although the arms' own CIs overlap widely
+    assert out["t_pvalue"] < 1e-4
+    unpaired = st.ttest_ind(kd, scratch).pvalue
+    assert unpaired > 0.5
+
+
+def test_mcnemar_counts_and_exact_p():
+    labels = np.array([1] * 20)
+    a = np.array([1] * 20)           # A right everywhere
+    b = np.array([0] * 6 + [1] * 14)  # B wrong on 6
+    out = stats.mcnemar(labels, a, b)
+    assert (out["a_only_right"], out["b_only_right"]) == (6, 0)
+    assert out["pvalue"] == pytest.approx(2 * 0.5**6)  # two-sided exact binomial, 6 of 6
+    assert stats.mcnemar(labels, a, a)["pvalue"] == 1.0
+
+
+def test_holm_by_hand():
+    # sorted p: .01, .02, .04 -> 3*.01=.03, 2*.02=.04, 1*.04=.04 (monotone)
+    assert stats.holm([0.04, 0.01, 0.02]).tolist() == pytest.approx([0.04, 0.03, 0.04])
+    assert stats.holm([0.5, 0.6]).tolist() == pytest.approx([1.0, 1.0])
+    out = stats.holm([np.nan, 0.01])
+    assert np.isnan(out[0]) and out[1] == pytest.approx(0.01)
