@@ -116,7 +116,7 @@ def student_options(fn):
 @main.command()
 @student_options
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--mode", default="pair", show_default=True, type=click.Choice(["pair", "scratch", "kd"]),
+@click.option("--mode", default="pair", show_default=True, type=click.Choice(["pair", "scratch", "kd", "kd_hard"]),
               help="pair: nested scratch and KD runs from identical initial weights.")
 @friendly_errors
 def student(**kwargs) -> None:
@@ -126,6 +126,32 @@ def student(**kwargs) -> None:
 
     results = experiment.run(experiment.StudentConfig(**kwargs))
     print_pair_table({f"{kwargs['arch']}-{kwargs['hidden']}": results})
+
+
+@main.command()
+@click.option("--soft-labels-run-id", "soft_labels_run_id", required=True, help="Run id of a soft_labels run.")
+@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
+@click.option("--grid", default="gru:16,32,64,128,256;cnn:64,128,256", show_default=True,
+              help="Students as arch:hidden,...;arch:hidden,...")
+@click.option("--seeds", default=5, show_default=True, type=int, help="Seed pairs per student.")
+@click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN.")
+@click.option("--finetune-hard-epochs", "finetune_hard_epochs", default=0, show_default=True, type=int,
+              help="Adds a third arm: KD, then this many epochs on hard labels.")
+@click.option("--temperature", default=2.0, show_default=True, type=float)
+@click.option("--alpha", default=1.0, show_default=True, type=float)
+@click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)
+@click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int)
+@click.option("--max-len", "max_len", default=256, show_default=True, type=int)
+@click.option("--lr", default=2e-3, show_default=True, type=float)
+@click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="Single-thread worker processes.")
+@friendly_errors
+def study(**kwargs) -> None:
+    """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""
+    from kd_imdb import study as study_mod
+
+    run_id = study_mod.run(study_mod.StudyConfig(**kwargs))
+    click.echo(f"study run: {run_id}")
 
 
 @main.command()

@@ -14,13 +14,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from kd_imdb.students import StudentSpec, build_student
 
 log = logging.getLogger(__name__)
 
-MODES = ("pair", "scratch", "kd")
+MODES = ("pair", "scratch", "kd", "kd_hard")
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
 
 
@@ -108,13 +109,18 @@ def prepare(cfg: StudentConfig):
         splits[split] = {
             "seqs": encode_texts(tok, part["text"].tolist(), cfg.max_len),
             "labels": part["label"].to_numpy(),
+            "ids": part["id"].to_numpy(),
             "teacher": None if teacher is None else teacher[mask],
         }
     return data, tok, splits
 
 
 def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
-    """Train one arm (``scratch`` or ``kd``), logging into the active MLflow run; return its metrics."""
+    """Train one arm, logging into the active MLflow run; return its metrics.
+
+    ``scratch``: cross-entropy on the labels; ``kd``: the KD loss; ``kd_hard``: the KD loss, then
+    ``hard_epochs`` epochs of cross-entropy (the origin's claim that this hurts).
+    """
     import mlflow
 
     from kd_imdb import tracking
@@ -124,8 +130,10 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
     tr, va, te = splits["train"], splits["validation"], splits["test"]
     mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm})
     params = {**asdict(cfg), "mode": arm}
+    if arm != "kd_hard":
+        params.pop("hard_epochs")
     if arm == "scratch":
-        for key in ("temperature", "alpha", "hard_epochs"):  # meaningless without a teacher
+        for key in ("temperature", "alpha"):  # meaningless without a teacher
             params.pop(key)
     tracking.log_params_once(params)
     model = build_student(cfg.spec, cfg.seed)  # identical initial weights in both arms
@@ -134,8 +142,8 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
     result = train_student(
         model, cfg.seed, tr["seqs"], tr["labels"], va["seqs"], va["labels"],
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-        teacher_logits=tr["teacher"] if arm == "kd" else None,
-        temperature=cfg.temperature, alpha=cfg.alpha, hard_epochs=cfg.hard_epochs if arm == "kd" else 0,
+        teacher_logits=None if arm == "scratch" else tr["teacher"],
+        temperature=cfg.temperature, alpha=cfg.alpha, hard_epochs=cfg.hard_epochs if arm == "kd_hard" else 0,
         log_fn=lambda m, step: mlflow.log_metrics(m, step=step), desc=f"{cfg.arch}-{cfg.hidden} {arm}",
     )
     model.load_state_dict(result.state_dict)
@@ -147,7 +155,9 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         save_student(tmp, model, cfg.spec, tok, cfg.max_len)
-        np.save(f"{tmp}/test_logits.npy", test_logits)  # for paired tests (McNemar) across arms
+        # Test predictions with ids and labels: paired tests (McNemar) and reliability diagrams read them.
+        pd.DataFrame({"id": te["ids"], "label": te["labels"], "logit_0": test_logits[:, 0],
+                      "logit_1": test_logits[:, 1]}).to_parquet(f"{tmp}/test_predictions.parquet", index=False)
         mlflow.log_artifacts(tmp, "student")
     return metrics
 
@@ -166,7 +176,7 @@ def run(cfg: StudentConfig) -> dict[str, dict]:
     results = {}
     with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} seed {cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
-        for arm in ("scratch", "kd"):
+        for arm in ("scratch", "kd", "kd_hard") if cfg.hard_epochs else ("scratch", "kd"):
             with tracking.start_run(run_name=arm, nested=True):
                 results[arm] = train_arm(cfg, arm, tok, splits)
         mlflow.log_metrics({f"{arm}_{k}": v for arm, m in results.items() for k, v in m.items() if k.startswith("test_")})

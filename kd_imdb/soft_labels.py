@@ -72,7 +72,11 @@ def read_logits(path: str | Path) -> tuple[pd.DataFrame, dict]:
         raise SoftLabelsError(
             f"{path}: missing column(s) {', '.join(missing)}; a logits file needs id, logit_0, logit_1"
         )
-    if not np.isfinite(frame[["logit_0", "logit_1"]].to_numpy()).all():
+    try:
+        values = frame[["logit_0", "logit_1"]].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SoftLabelsError(f"{path}: non-numeric logits ({exc}); logit_0 and logit_1 must be numbers") from exc
+    if not np.isfinite(values).all():
         raise SoftLabelsError(f"{path}: non-finite logits; recompute the soft labels")
     meta = (table.schema.metadata or {}).get(META_KEY)
     return frame, (json.loads(meta) if meta else {})

@@ -1,0 +1,276 @@
+"""The ``study`` entry point: the origin grid with paired seeds, resumable, run by parallel workers.
+
+Run tree in MLflow::
+
+    study                       (parent; tables, CSV and plots as artifacts)
+      gru-64                    (one per student configuration)
+        gru-64 seed 0           (one per seed pair)
+          scratch, kd           (the two arms: identical initial weights, identical batches)
+
+Resume: a study is identified by its parameters and soft labels (tag ``kd_imdb.study_key``). Running
+it again reuses its runs, skips arms that finished, and retrains only arms that failed or were killed
+(those runs are marked KILLED and left for the record), so every (configuration, seed, arm) ends with
+exactly one FINISHED run.
+
+Speed: every worker is a process with one intra-op thread that prepares the data once and then trains
+whole seed pairs; on a small CPU, single-thread workers beat one process using all cores, because
+tiny GRU/CNN steps cannot keep several threads busy.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from kd_imdb.experiment import StudentConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRID = "gru:16,32,64,128,256;cnn:64,128,256"
+FINISHED, KILLED = "FINISHED", "KILLED"
+
+
+@dataclass
+class StudyConfig:
+    """Parameters of the ``study`` entry point."""
+
+    soft_labels_run_id: str = ""
+    data: str = "sample"
+    grid: str = DEFAULT_GRID
+    seeds: int = 5
+    epochs: int = 0  # 0 = origin's: 4 GRU, 3 CNN
+    finetune_hard_epochs: int = 0  # hard-label epochs after KD: a third arm, kd_hard (the origin's other arm)
+    temperature: float = 2.0
+    alpha: float = 1.0
+    embedding_dim: int = 128
+    vocab_size: int = 20000
+    max_len: int = 256
+    lr: float = 2e-3
+    batch_size: int = 64
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.soft_labels_run_id:
+            raise ValueError("the study needs soft_labels_run_id (run the soft_labels entry point first)")
+        if self.seeds < 1 or self.workers < 1:
+            raise ValueError("seeds and workers must be >= 1")
+        self.configurations()  # validates the grid
+        self.student(("gru", 16), 0)  # validates the student parameters
+
+    def configurations(self) -> list[tuple[str, int]]:
+        """``"gru:16,32;cnn:64"`` -> [("gru", 16), ("gru", 32), ("cnn", 64)]."""
+        out = []
+        try:
+            for part in filter(None, (p.strip() for p in self.grid.split(";"))):
+                arch, sizes = part.split(":")
+                out += [(arch.strip(), int(h)) for h in sizes.split(",")]
+        except ValueError as exc:
+            raise ValueError(f"grid {self.grid!r} is malformed; write it like {DEFAULT_GRID!r}") from exc
+        if not out:
+            raise ValueError("grid is empty")
+        return out
+
+    def student(self, configuration: tuple[str, int], seed: int) -> StudentConfig:
+        arch, hidden = configuration
+        return StudentConfig(data=self.data, soft_labels_run_id=self.soft_labels_run_id, arch=arch, hidden=hidden,
+                             embedding_dim=self.embedding_dim, vocab_size=self.vocab_size, max_len=self.max_len,
+                             epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed, mode="pair",
+                             temperature=self.temperature, alpha=self.alpha,
+                             hard_epochs=self.finetune_hard_epochs)
+
+    def arms(self) -> tuple[str, ...]:
+        """scratch and KD; with hard epochs also KD followed by hard-label epochs (``kd_hard``)."""
+        return ("scratch", "kd", "kd_hard") if self.finetune_hard_epochs else ("scratch", "kd")
+
+    def key(self) -> str:
+        """What makes two studies the same study (the number of workers does not)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "workers"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_name(configuration: tuple[str, int]) -> str:
+    return f"{configuration[0]}-{configuration[1]}"
+
+
+# ----------------------------------------------------------------------------- the run tree
+
+
+def _child(client, experiment_id: str, parent_id: str, tag: str, value: str, name: str, extra_tags: dict | None = None):
+    """The child run of ``parent_id`` tagged ``tag=value``, created if absent (newest wins)."""
+    found = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{tag}` = '{value}'",
+                               order_by=["attributes.start_time DESC"])
+    if found:
+        return found[0].info.run_id
+    tags = {"mlflow.parentRunId": parent_id, tag: value, "mlflow.runName": name, **(extra_tags or {})}
+    return client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+
+
+def plan(cfg: StudyConfig, client, experiment_id: str, study_id: str) -> tuple[list[dict], list[dict]]:
+    """Create (or find) every configuration and pair run; return (todo, done) pair descriptions."""
+    todo, done = [], []
+    for configuration in cfg.configurations():
+        name = config_name(configuration)
+        config_id = _child(client, experiment_id, study_id, "kd_imdb.config", name, name, {"kd_imdb.stage": "study_config"})
+        for seed in range(cfg.seeds):
+            pair_id = _child(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} seed {seed}",
+                             {"kd_imdb.stage": "student_pair", "kd_imdb.config": name})
+            close_stale_runs(client, experiment_id, pair_id)
+            arms = arm_runs(client, experiment_id, pair_id)
+            missing = [a for a in cfg.arms() if a not in arms or arms[a].info.status != FINISHED]
+            item = {"configuration": configuration, "seed": seed, "pair_id": pair_id, "config_id": config_id,
+                    "missing": missing}
+            (todo if missing else done).append(item)
+    return todo, done
+
+
+def arm_runs(client, experiment_id: str, pair_id: str) -> dict:
+    """The arm runs under a pair, one per arm: its FINISHED run if any, else its newest attempt."""
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{pair_id}'",
+                              order_by=["attributes.start_time DESC"])
+    out = {}
+    for run in runs:
+        arm = run.data.tags.get("kd_imdb.arm")
+        if arm not in out or (run.info.status == FINISHED and out[arm].info.status != FINISHED):
+            out[arm] = run
+    return out
+
+
+def close_stale_runs(client, experiment_id: str, pair_id: str) -> None:
+    """Runs left RUNNING by a killed worker are marked KILLED (kept for the record, never counted)."""
+    for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{pair_id}'"):
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status=KILLED)
+
+
+# ----------------------------------------------------------------------------- workers
+
+
+def _worker(cfg: StudyConfig, items: "mp.Queue", tracking_uri: str) -> None:
+    """Prepare the data once, then train the missing arms of each pair taken from ``items``."""
+    import mlflow
+    import torch
+
+    from kd_imdb import experiment
+
+    _die_with_parent()
+    torch.set_num_threads(1)
+    mlflow.set_tracking_uri(tracking_uri)
+    prepared = None
+    while (item := items.get()) is not None:
+        student = cfg.student(tuple(item["configuration"]), item["seed"])
+        if prepared is None:
+            _, tok, splits = experiment.prepare(student)
+            prepared = (tok, splits)
+        tok, splits = prepared
+        with mlflow.start_run(run_id=item["pair_id"]):
+            for arm in item["missing"]:
+                with mlflow.start_run(run_name=arm, nested=True):
+                    experiment.train_arm(student, arm, tok, splits)
+            _log_pair_summary(mlflow.tracking.MlflowClient(), item["pair_id"])
+
+
+def _die_with_parent() -> None:
+    """On Linux, a worker gets SIGKILL when the study process dies (even by SIGKILL): an orphan would
+    otherwise finish its arm after a rerun had already retrained it, and the cell would count twice."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _log_pair_summary(client, pair_id: str) -> None:
+    """On the pair run: each arm's test metrics and KD minus scratch."""
+    import mlflow
+
+    run = client.get_run(pair_id)
+    arms = arm_runs(client, run.info.experiment_id, pair_id)
+    m = {a: r.data.metrics for a, r in arms.items() if r.info.status == FINISHED}
+    mlflow.log_metrics({f"{a}_test_accuracy": m[a]["test_accuracy"] for a in m})
+    if {"scratch", "kd"} <= set(m):
+        mlflow.log_metric("kd_minus_scratch_test_accuracy", m["kd"]["test_accuracy"] - m["scratch"]["test_accuracy"])
+
+
+def run_workers(cfg: StudyConfig, todo: list[dict], tracking_uri: str) -> None:
+    """Spawned processes (fresh interpreters: no forked OpenMP state) share one queue of pairs."""
+    if not todo:
+        return
+    ctx = mp.get_context("spawn")
+    items = ctx.Queue()
+    # Largest models first, so the long ones do not end up alone at the tail.
+    for item in sorted(todo, key=lambda i: -i["configuration"][1]):
+        items.put(item)
+    n = min(cfg.workers, len(todo))
+    for _ in range(n):
+        items.put(None)
+    procs = [ctx.Process(target=_worker, args=(cfg, items, tracking_uri)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} study worker(s) failed (exit codes {failed}); rerun the study to resume")
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
+def collect(client, experiment_id: str, study_id: str) -> pd.DataFrame:
+    """One row per finished arm run of the study: configuration, seed, arm, params and metrics."""
+    rows = []
+    configs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{study_id}'")
+    for config in configs:
+        for pair in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{config.info.run_id}'"):
+            for arm, run in arm_runs(client, experiment_id, pair.info.run_id).items():
+                if run.info.status != FINISHED:
+                    continue
+                rows.append({"configuration": config.data.tags["kd_imdb.config"],
+                             "arch": run.data.params["arch"], "hidden": int(run.data.params["hidden"]),
+                             "seed": int(pair.data.tags["kd_imdb.seed"]), "arm": arm, "run_id": run.info.run_id,
+                             **run.data.metrics})
+    return pd.DataFrame(rows).sort_values(["arch", "hidden", "seed", "arm"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
+def run(cfg: StudyConfig) -> str:
+    """Plan the grid, train what is missing with the workers, then analyse and log the results."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from kd_imdb import tracking
+    from kd_imdb.analysis import analyse_and_log
+
+    uri = tracking.setup_tracking("kd_imdb")
+    client = MlflowClient()
+    key = cfg.key()
+    with tracking.start_run(run_name="study", tags={"kd_imdb.stage": "study"}) as active:
+        experiment_id = active.info.experiment_id
+        previous = client.search_runs([experiment_id], f"tags.`kd_imdb.study_key` = '{key}'",
+                                      order_by=["attributes.start_time ASC"])
+        study_id = previous[0].info.run_id if previous else active.info.run_id
+        if study_id != active.info.run_id:
+            # This invocation's run points at the study it resumed; the study's runs stay in one tree.
+            mlflow.set_tags({"kd_imdb.resumes": study_id})
+        else:
+            mlflow.set_tags({"kd_imdb.study_key": key})
+            tracking.log_params_once({**asdict(cfg), "workers": cfg.workers})
+        todo, done = plan(cfg, client, experiment_id, study_id)
+        log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(done))
+        mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(done)})
+        t0 = time.time()
+        run_workers(cfg, todo, uri)
+        mlflow.log_metric("train_wall_seconds", time.time() - t0)
+        for item in todo + done:  # configuration runs end when all their pairs have
+            client.set_terminated(item["config_id"], status=FINISHED)
+        frame = collect(client, experiment_id, study_id)
+        analyse_and_log(frame, study_id, client)
+        if study_id != active.info.run_id:
+            client.set_terminated(study_id, status=FINISHED)
+    return study_id
