@@ -145,6 +145,8 @@ def student(**kwargs) -> None:
 @click.option("--lr", default=2e-3, show_default=True, type=float)
 @click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
 @click.option("--workers", default=2, show_default=True, type=int, help="Single-thread worker processes.")
+@click.option("--register", default=True, show_default=True, type=bool,
+              help="Register the best student (by validation accuracy) as kd-imdb-student@champion.")
 @friendly_errors
 def study(**kwargs) -> None:
     """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""
@@ -167,6 +169,30 @@ def demo(**kwargs) -> None:
     from kd_imdb.report import run_demo
 
     run_demo(**kwargs)
+
+
+@main.command()
+@click.option("--model", "model_uri", default="models:/kd-imdb-student@champion", show_default=True,
+              help="A pyfunc student: models:/name@alias, runs:/<id>/model or a local folder.")
+@click.argument("texts", nargs=-1, required=True)
+@friendly_errors
+def predict(model_uri: str, texts: tuple[str, ...]) -> None:
+    """Print the label and positive-class probability of each review TEXT."""
+    from kd_imdb import tracking
+    from kd_imdb.serving import predict_texts, texts_from
+
+    tracking.setup_tracking()
+    texts_from(list(texts))  # bad input fails before the model loads
+    try:
+        out = predict_texts(model_uri, list(texts))
+    except Exception as exc:
+        if isinstance(exc, ValueError):
+            raise
+        raise ValueError(f"cannot load model {model_uri} ({str(exc).splitlines()[0][:160]}); "
+                         "check the URI and MLFLOW_TRACKING_URI") from exc
+    for text, (_, row) in zip(texts, out.iterrows()):
+        sentiment = "positive" if row["label"] == 1 else "negative"
+        click.echo(f"{sentiment}\t{row['probability']:.4f}\t{text[:60]}")
 
 
 if __name__ == "__main__":

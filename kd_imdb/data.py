@@ -130,8 +130,11 @@ def _read_file(path: Path) -> pd.DataFrame:
         from sklearn.model_selection import train_test_split
 
         _check_labels(frame, path)
+        if not frame["text"].map(lambda t: isinstance(t, str)).all():
+            raise DataError(f"{path}: non-text values in the text column; every review must be a string")
+        by_content = np.argsort(frame["text"].map(review_id).to_numpy(), kind="stable")  # row order must not matter
         train_idx, test_idx = train_test_split(
-            np.arange(len(frame)), test_size=0.2, random_state=0, stratify=frame["label"]
+            by_content, test_size=0.2, random_state=0, stratify=frame["label"].to_numpy()[by_content]
         )
         frame["split"] = "train"
         frame.loc[test_idx, "split"] = "test"
@@ -218,7 +221,8 @@ def _check_labels(frame: pd.DataFrame, where) -> None:
     bad = labelled["label"][~labels.isin([0, 1])]
     if len(bad):
         raise DataError(
-            f"{where}: {len(bad)} label(s) other than 0/1 (e.g. {bad.iloc[0]!r}); labels must be 0 or 1"
+            f"{where}: {len(bad)} label(s) other than 0/1 (e.g. {getattr(bad.iloc[0], 'item', lambda: bad.iloc[0])()!r}); "
+            "labels must be 0 or 1"
         )
 
 
@@ -253,6 +257,9 @@ def _carve_validation(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd
     frame = frame.copy()
     frame.loc[frame["split"] == "validation", "split"] = "train"  # a source's own validation is re-carved
     train_idx = np.flatnonzero(frame["split"].to_numpy() == "train")
+    # Order by review id first, so the split depends on the content alone, not on row order:
+    # the same reviews from any source (hub, parquet, aclImdb, a shuffled CSV) give the same split.
+    train_idx = train_idx[np.argsort(frame["id"].to_numpy()[train_idx], kind="stable")]
     _, val_idx = train_test_split(
         train_idx, test_size=val_fraction, random_state=seed, stratify=frame["label"].to_numpy()[train_idx]
     )

@@ -54,6 +54,7 @@ class StudyConfig:
     lr: float = 2e-3
     batch_size: int = 64
     workers: int = 2
+    register: bool = True  # register the best student (by validation accuracy) in the model registry
 
     def __post_init__(self) -> None:
         if not self.soft_labels_run_id:
@@ -90,7 +91,7 @@ class StudyConfig:
 
     def key(self) -> str:
         """What makes two studies the same study (the number of workers does not)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "workers"}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("workers", "register")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -260,7 +261,7 @@ def run(cfg: StudyConfig) -> str:
             mlflow.set_tags({"kd_imdb.resumes": study_id})
         else:
             mlflow.set_tags({"kd_imdb.study_key": key})
-            tracking.log_params_once({**asdict(cfg), "workers": cfg.workers})
+            tracking.log_params_once(asdict(cfg))
         todo, done = plan(cfg, client, experiment_id, study_id)
         log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(done))
         mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(done)})
@@ -271,6 +272,11 @@ def run(cfg: StudyConfig) -> str:
             client.set_terminated(item["config_id"], status=FINISHED)
         frame = collect(client, experiment_id, study_id)
         analyse_and_log(frame, study_id, client)
+        if cfg.register and not frame.empty:
+            from kd_imdb.serving import register_best
+
+            versions = register_best(frame, client)
+            mlflow.set_tags({f"registered.{alias}": version for alias, version in versions.items()})
         if study_id != active.info.run_id:
             client.set_terminated(study_id, status=FINISHED)
     return study_id

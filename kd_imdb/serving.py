@@ -1,0 +1,115 @@
+"""The shipped student: an MLflow pyfunc that takes raw review texts, and its registration.
+
+The pyfunc carries the student's safetensors weights, config and word tokenizer as artifacts and
+returns, per review, the label (0 negative, 1 positive) and the positive-class probability.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+REGISTERED_NAME = "kd-imdb-student"
+EXAMPLE = pd.DataFrame({"text": ["A moving, beautifully acted film.", "Dull plot and wooden acting."]})
+
+
+def load_student(directory: str | Path):
+    """(model, tokenizer, max_len) from a ``student/`` folder (model.safetensors, config.json, tokenizer.json)."""
+    from safetensors.torch import load_file
+
+    from kd_imdb.students import StudentSpec, build_student
+    from kd_imdb.tokenizer import load_tokenizer
+
+    directory = Path(directory)
+    config = json.loads((directory / "config.json").read_text())
+    max_len = config.pop("max_len")
+    model = build_student(StudentSpec(**config), seed=0)
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    return model.eval(), load_tokenizer(directory / "tokenizer.json"), max_len
+
+
+def texts_from(model_input) -> list[str]:
+    """Raw texts from a DataFrame with a ``text`` column, a Series, a list of strings or one string."""
+    if isinstance(model_input, str):
+        model_input = [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        if "text" not in model_input.columns:
+            raise ValueError(f"input has no 'text' column (columns: {list(model_input.columns)}); "
+                             "pass a table with one review per row in 'text'")
+        model_input = model_input["text"]
+    texts = list(model_input)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"review {bad[0]} is not a string ({type(texts[bad[0]]).__name__}); pass review texts")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(f"review {empty[0]} is empty; pass non-empty review texts")
+    return texts
+
+
+class StudentModel(mlflow.pyfunc.PythonModel):
+    """Review texts in, ``label`` and ``probability`` (of the positive class) out."""
+
+    def load_context(self, context) -> None:
+        self.model, self.tokenizer, self.max_len = load_student(context.artifacts["student"])
+
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        from kd_imdb.metrics import softmax
+        from kd_imdb.tokenizer import encode_texts
+        from kd_imdb.train import predict
+
+        texts = texts_from(model_input)
+        probability = softmax(predict(self.model, encode_texts(self.tokenizer, texts, self.max_len)))[:, 1]
+        return pd.DataFrame({"label": (probability >= 0.5).astype(np.int64), "probability": probability})
+
+
+def log_pyfunc(student_dir: str | Path, name: str = "model"):
+    """Log the student in ``student_dir`` as a pyfunc model in the active run; returns its ModelInfo."""
+    from mlflow.models import infer_signature
+
+    import kd_imdb
+
+    model = StudentModel()
+    model.model, model.tokenizer, model.max_len = load_student(student_dir)
+    signature = infer_signature(EXAMPLE, model.predict(None, EXAMPLE))
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=StudentModel(), artifacts={"student": str(student_dir)}, signature=signature,
+        input_example=EXAMPLE, code_paths=[str(Path(kd_imdb.__file__).parent)],
+        pip_requirements=["torch", "tokenizers", "safetensors", "pandas", "numpy", "mlflow"],
+    )
+
+
+def register_best(runs: pd.DataFrame, client) -> dict:
+    """Register the best student by validation accuracy (never test) as ``kd-imdb-student@champion``,
+    and the best of each architecture under the alias ``best-<arch>``. Returns {alias: version}."""
+    if runs.empty or "val_accuracy" not in runs:
+        return {}
+    chosen = {"champion": runs.loc[runs["val_accuracy"].idxmax()]}
+    for arch, part in runs.groupby("arch"):
+        chosen[f"best-{arch}"] = part.loc[part["val_accuracy"].idxmax()]
+    versions, logged = {}, {}
+    for alias, row in chosen.items():
+        run_id = row["run_id"]
+        if run_id not in logged:
+            with tempfile.TemporaryDirectory() as tmp:
+                student_dir = client.download_artifacts(run_id, "student", tmp)
+                with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                    info = log_pyfunc(student_dir)
+            logged[run_id] = mlflow.register_model(info.model_uri, REGISTERED_NAME).version
+        client.set_registered_model_alias(REGISTERED_NAME, alias, logged[run_id])
+        versions[alias] = logged[run_id]
+        log.info("registered %s version %s (%s, val accuracy %.4f) as @%s", REGISTERED_NAME, logged[run_id],
+                 row["configuration"], row["val_accuracy"], alias)
+    return versions
+
+
+def predict_texts(model_uri: str, texts: list[str]) -> pd.DataFrame:
+    """Load a registered (or any) pyfunc student and score ``texts``."""
+    return mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"text": texts}))

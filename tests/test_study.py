@@ -1,0 +1,215 @@
+"""The study on a real mlflow server: the run tree, statistics outputs, the registry, and resume after SIGKILL."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, ROOT, run_cli
+
+SMALL = ["--epochs", "1", "--max-len", "48", "--vocab-size", "1500", "--embedding-dim", "16"]
+
+
+@pytest.fixture(scope="module")
+def server_env(mlflow_server):
+    return {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "study-tests"}
+
+
+@pytest.fixture(scope="module")
+def soft_labels_run(server_env, tmp_path_factory):
+    """Soft labels for the shipped sample, registered from a logits file (no teacher needed)."""
+    from kd_imdb.data import load_data
+    from kd_imdb.soft_labels import write_logits
+
+    tmp = tmp_path_factory.mktemp("labels")
+    data = load_data("sample")
+    rng = np.random.default_rng(0)
+    # A noisy teacher that is right about 85% of the time, with graded confidence.
+    margin = (2 * data.frame["label"].clip(lower=0).to_numpy() - 1) * rng.gamma(2.0, 1.0, len(data.frame))
+    margin[rng.random(len(margin)) < 0.15] *= -1
+    frame = pd.DataFrame({"id": data.frame["id"], "logit_0": -margin / 2, "logit_1": margin / 2})
+    write_logits(frame, {"teacher_run_id": "synthetic", "data_hash": data.content_hash}, tmp / "logits.parquet")
+    proc = run_cli("soft-labels", "--logits-file", str(tmp / "logits.parquet"), env=server_env, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().split()[-1]
+
+
+def runs_under(client, experiment_id, parent_id):
+    return client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def finished_cells(client, experiment_id, study_id) -> Counter:
+    cells = Counter()
+    for config in runs_under(client, experiment_id, study_id):
+        for pair in runs_under(client, experiment_id, config.info.run_id):
+            for arm in runs_under(client, experiment_id, pair.info.run_id):
+                if arm.info.status == "FINISHED":
+                    cells[(config.data.tags["kd_imdb.config"], pair.data.tags["kd_imdb.seed"], arm.data.tags["kd_imdb.arm"])] += 1
+    return cells
+
+
+@pytest.fixture(scope="module")
+def study(server_env, soft_labels_run, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    proc = run_cli("study", "--soft-labels-run-id", soft_labels_run, "--grid", "gru:8;cnn:8", "--seeds", "2",
+                   "--workers", "2", *SMALL, env=server_env, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study_id = proc.stdout.strip().split()[-1]
+    client = MlflowClient(server_env["MLFLOW_TRACKING_URI"])
+    return {"id": study_id, "client": client, "tmp": tmp, "stdout": proc.stdout,
+            "experiment_id": client.get_run(study_id).info.experiment_id}
+
+
+def test_study_tree_pairs_share_initial_weights(study):
+    client, exp = study["client"], study["experiment_id"]
+    configs = runs_under(client, exp, study["id"])
+    assert sorted(c.data.tags["kd_imdb.config"] for c in configs) == ["cnn-8", "gru-8"]
+    for config in configs:
+        pairs = runs_under(client, exp, config.info.run_id)
+        assert sorted(p.data.tags["kd_imdb.seed"] for p in pairs) == ["0", "1"]
+        for pair in pairs:
+            arms = {a.data.tags["kd_imdb.arm"]: a for a in runs_under(client, exp, pair.info.run_id)}
+            assert set(arms) == {"scratch", "kd"}
+            assert arms["scratch"].data.tags["init_sha256"] == arms["kd"].data.tags["init_sha256"]
+            assert pair.data.metrics["kd_minus_scratch_test_accuracy"] == pytest.approx(
+                arms["kd"].data.metrics["test_accuracy"] - arms["scratch"].data.metrics["test_accuracy"])
+    seeds = {p.data.tags["kd_imdb.seed"]: p for c in configs for p in runs_under(client, exp, c.info.run_id)
+             if c.data.tags["kd_imdb.config"] == "gru-8"}
+    inits = [runs_under(client, exp, seeds[s].info.run_id)[0].data.tags["init_sha256"] for s in ("0", "1")]
+    assert inits[0] != inits[1]  # another seed, other weights
+
+
+def test_study_outputs(study):
+    client, tmp = study["client"], study["tmp"]
+    local = client.download_artifacts(study["id"], "results", str(tmp))
+    files = set(os.listdir(local))
+    assert {"results.md", "runs.csv", "summary.csv", "accuracy_vs_hidden.png", "kd_gain_vs_hidden.png",
+            "reliability.png"} <= files
+    for png in ("accuracy_vs_hidden.png", "kd_gain_vs_hidden.png", "reliability.png"):
+        assert open(os.path.join(local, png), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    runs = pd.read_csv(os.path.join(local, "runs.csv"))
+    assert len(runs) == 8 and set(runs["arm"]) == {"scratch", "kd"}
+    summary = pd.read_csv(os.path.join(local, "summary.csv"))
+    assert len(summary) == 2
+    for _, row in summary.iterrows():
+        part = runs[(runs["arch"] == row["arch"]) & (runs["hidden"] == row["hidden"])]
+        kd = part[part["arm"] == "kd"].sort_values("seed")["test_accuracy"].to_numpy()
+        scratch = part[part["arm"] == "scratch"].sort_values("seed")["test_accuracy"].to_numpy()
+        assert row["accuracy_diff"] == pytest.approx((kd - scratch).mean())
+        assert row["accuracy_kd"] == pytest.approx(kd.mean())
+        assert row["accuracy_holm_pvalue"] >= row["accuracy_t_pvalue"] or np.isnan(row["accuracy_t_pvalue"])
+        assert row["mcnemar_pairs"] == 2
+    table = open(os.path.join(local, "results.md")).read()
+    assert "GRU-8" in table and "CNN-8" in table and "p (Holm)" in table
+    assert "GRU-8" in study["stdout"]  # printed too
+
+
+def test_registry_champion_is_best_by_validation(study, server_env):
+    client = study["client"]
+    runs = pd.read_csv(client.download_artifacts(study["id"], "results/runs.csv", str(study["tmp"])))
+    champion = client.get_model_version_by_alias("kd-imdb-student", "champion")
+    assert champion.run_id == runs.loc[runs["val_accuracy"].idxmax(), "run_id"]
+    for arch in ("gru", "cnn"):
+        best = client.get_model_version_by_alias("kd-imdb-student", f"best-{arch}")
+        part = runs[runs["arch"] == arch]
+        assert best.run_id == part.loc[part["val_accuracy"].idxmax(), "run_id"]
+
+
+def test_predict_cli_and_pyfunc_agree(study, server_env):
+    import mlflow
+
+    proc = run_cli("predict", "--model", "models:/kd-imdb-student@champion", "A wonderful, moving film.",
+                   "Terrible. A waste of time.", env=server_env, cwd=study["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 2
+    mlflow.set_tracking_uri(server_env["MLFLOW_TRACKING_URI"])
+    out = mlflow.pyfunc.load_model("models:/kd-imdb-student@champion").predict(
+        pd.DataFrame({"text": ["A wonderful, moving film.", "Terrible. A waste of time."]}))
+    for line, (_, row) in zip(lines, out.iterrows()):
+        sentiment, probability = line.split("\t")[:2]
+        assert float(probability) == pytest.approx(row["probability"], abs=1e-4)
+        assert sentiment == ("positive" if row["probability"] >= 0.5 else "negative")
+        assert 0.0 <= row["probability"] <= 1.0
+
+
+@pytest.mark.parametrize("bad, message", [(pd.DataFrame({"review": ["x"]}), r"missing inputs \['text'\]|'text' column"),
+                                          (pd.DataFrame({"text": ["ok", ""]}), "empty"),
+                                          (pd.DataFrame({"text": ["ok", 3]}), "not a string|Incompatible input types")])
+def test_pyfunc_rejects_bad_input(study, server_env, bad, message):
+    import mlflow
+
+    mlflow.set_tracking_uri(server_env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model("models:/kd-imdb-student@champion")
+    with pytest.raises(Exception, match=message):
+        model.predict(bad)
+
+
+def test_predict_cli_rejects_empty_review(study, server_env):
+    proc = run_cli("predict", "--model", "models:/kd-imdb-student@champion", "  ", env=server_env, cwd=study["tmp"])
+    assert proc.returncode == 2 and "empty" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_mlflow_models_predict_on_json(study, server_env):
+    tmp = study["tmp"]
+    (tmp / "input.json").write_text(json.dumps({"dataframe_split": {"columns": ["text"],
+                                                                     "data": [["Great acting."], ["Awful."]]}}))
+    env = {**os.environ, **server_env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(BIN / "mlflow"), "models", "predict", "-m", "models:/kd-imdb-student@champion",
+                           "-i", str(tmp / "input.json"), "-t", "json", "--env-manager", "local"],
+                          capture_output=True, text=True, env=env, cwd=tmp, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    predictions = json.loads(proc.stdout.strip().splitlines()[-1])["predictions"]
+    assert len(predictions) == 2 and {"label", "probability"} <= set(predictions[0])
+
+
+def test_rerun_skips_finished_runs(study, server_env, soft_labels_run):
+    client = study["client"]
+    before = finished_cells(client, study["experiment_id"], study["id"])
+    proc = run_cli("study", "--soft-labels-run-id", soft_labels_run, "--grid", "gru:8;cnn:8", "--seeds", "2",
+                   "--workers", "2", "--register", "false", *SMALL, env=server_env, cwd=study["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "0 seed pairs to train, 4 already finished" in proc.stderr
+    assert finished_cells(client, study["experiment_id"], study["id"]) == before
+    assert set(before.values()) == {1} and len(before) == 8
+
+
+def test_sigkill_mid_study_then_rerun_gives_one_finished_run_per_cell(server_env, soft_labels_run, tmp_path):
+    env = {**os.environ, **server_env, "MLFLOW_EXPERIMENT_NAME": "study-kill", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    args = [str(BIN / "kd-imdb"), "study", "--soft-labels-run-id", soft_labels_run, "--grid", "gru:8,12",
+            "--seeds", "2", "--workers", "1", "--register", "false", "--epochs", "2", "--max-len", "48",
+            "--vocab-size", "1500", "--embedding-dim", "16"]
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    client = MlflowClient(server_env["MLFLOW_TRACKING_URI"])
+    deadline = time.time() + 300
+    experiment = None
+    while time.time() < deadline:  # kill once some arms finished and others have not
+        experiment = experiment or client.get_experiment_by_name("study-kill")
+        if experiment:
+            done = client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != '' and attributes.status = 'FINISHED'")
+            if len(done) >= 1:
+                break
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)  # the study process only: its workers must die with it
+    proc.wait()
+    time.sleep(2)
+    partial = client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != '' and attributes.status = 'FINISHED'")
+    assert 1 <= len(partial) < 8
+    rerun = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    study_id = rerun.stdout.strip().split()[-1]
+    cells = finished_cells(client, experiment.experiment_id, study_id)
+    assert len(cells) == 8 and set(cells.values()) == {1}
+    statuses = Counter(r.info.status for r in client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != ''"))
+    assert statuses["RUNNING"] == 0
+    assert statuses["FINISHED"] == 8
