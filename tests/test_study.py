@@ -213,3 +213,25 @@ def test_sigkill_mid_study_then_rerun_gives_one_finished_run_per_cell(server_env
     statuses = Counter(r.info.status for r in client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != ''"))
     assert statuses["RUNNING"] == 0
     assert statuses["FINISHED"] == 8
+
+
+def test_notebook_rebuilds_the_study_tables(study, server_env, tmp_path):
+    """Execute notebooks/study_report.ipynb against the study on the real server (nbclient)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks" / "study_report.ipynb", as_version=4)
+    env = {**server_env, "KD_IMDB_STUDY_RUN_ID": study["id"], "KD_IMDB_NOTEBOOK_OUT": str(tmp_path / "out")}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits the environment
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    rebuilt = pd.read_csv(tmp_path / "out" / "summary.csv")
+    logged = pd.read_csv(study["client"].download_artifacts(study["id"], "results/summary.csv", str(tmp_path)))
+    pd.testing.assert_frame_equal(rebuilt, logged)
+    assert (tmp_path / "out" / "accuracy_vs_hidden.png").read_bytes()[:4] == b"\x89PNG"
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
