@@ -147,6 +147,8 @@ def student(**kwargs) -> None:
 @click.option("--workers", default=2, show_default=True, type=int, help="Single-thread worker processes.")
 @click.option("--register", default=True, show_default=True, type=bool,
               help="Register the best student (by validation accuracy) as kd-imdb-student@champion.")
+@click.option("--storage", default="", help="Optuna RDB URL (e.g. postgresql://user@host/db): workers on other "
+              "machines join with kd-imdb study-worker. Empty: local workers only.")
 @friendly_errors
 def study(**kwargs) -> None:
     """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""
@@ -154,6 +156,18 @@ def study(**kwargs) -> None:
 
     run_id = study_mod.run(study_mod.StudyConfig(**kwargs))
     click.echo(f"study run: {run_id}")
+
+
+@main.command("study-worker")
+@click.option("--storage", required=True, help="The Optuna RDB URL the study was started with.")
+@click.option("--study-name", "study_name", required=True, help="Printed by the study command (kd_imdb-study-...).")
+@friendly_errors
+def study_worker(storage: str, study_name: str) -> None:
+    """Join a running study from another machine: train queued seed pairs until none is left."""
+    from kd_imdb import grid, tracking
+
+    uri = tracking.setup_tracking()
+    click.echo(f"trained {grid.work(storage, study_name, uri)} seed pair(s)")
 
 
 @main.command()

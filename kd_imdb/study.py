@@ -55,12 +55,13 @@ class StudyConfig:
     batch_size: int = 64
     workers: int = 2
     register: bool = True  # register the best student (by validation accuracy) in the model registry
+    storage: str = ""  # an Optuna RDB URL: workers on several machines share the grid through it
 
     def __post_init__(self) -> None:
         if not self.soft_labels_run_id:
             raise ValueError("the study needs soft_labels_run_id (run the soft_labels entry point first)")
-        if self.seeds < 1 or self.workers < 1:
-            raise ValueError("seeds and workers must be >= 1")
+        if self.seeds < 1 or self.workers < 0 or (self.workers == 0 and not self.storage):
+            raise ValueError("seeds must be >= 1 and workers >= 1 (0 only with a storage that other workers join)")
         self.configurations()  # validates the grid
         self.student(("gru", 16), 0)  # validates the student parameters
 
@@ -91,7 +92,7 @@ class StudyConfig:
 
     def key(self) -> str:
         """What makes two studies the same study (the number of workers does not)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("workers", "register")}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("workers", "register", "storage")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -266,7 +267,12 @@ def run(cfg: StudyConfig) -> str:
         log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(done))
         mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(done)})
         t0 = time.time()
-        run_workers(cfg, todo, uri)
+        if cfg.storage:
+            from kd_imdb import grid
+
+            grid.run_shared(cfg, todo + done, uri, study_id)
+        else:
+            run_workers(cfg, todo, uri)
         mlflow.log_metric("train_wall_seconds", time.time() - t0)
         for item in todo + done:  # configuration runs end when all their pairs have
             client.set_terminated(item["config_id"], status=FINISHED)

@@ -26,15 +26,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server with a SQLite backend and local artifacts; yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+PG = "postgresql://postgres@127.0.0.1:5432"  # psycopg2 below; SQLAlchemy URLs name the driver
+
+
+def fresh_postgres_database(name: str) -> str:
+    """Drop and create database ``name`` on the local PostgreSQL (trust auth); return its URL."""
+    import psycopg2
+
+    conn = psycopg2.connect(f"{PG}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+
+
+def start_mlflow_server(root: Path, backend: str):
+    """Start ``mlflow server`` on a free port with ``backend``; return (process, uri) once it answers."""
     port = free_port()
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts")],
+         "--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )
     uri = f"http://127.0.0.1:{port}"
@@ -51,6 +65,14 @@ def mlflow_server(tmp_path_factory):
     else:
         proc.kill()
         raise RuntimeError("mlflow server did not start in 120 s")
+    return proc, uri
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server with a SQLite backend and local artifacts; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    proc, uri = start_mlflow_server(root, f"sqlite:///{root}/mlflow.db")
     yield uri
     proc.terminate()
     proc.wait(timeout=30)

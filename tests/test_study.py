@@ -25,11 +25,14 @@ def server_env(mlflow_server):
 
 @pytest.fixture(scope="module")
 def soft_labels_run(server_env, tmp_path_factory):
+    return register_synthetic_soft_labels(server_env, tmp_path_factory.mktemp("labels"))
+
+
+def register_synthetic_soft_labels(env: dict, tmp) -> str:
     """Soft labels for the shipped sample, registered from a logits file (no teacher needed)."""
     from kd_imdb.data import load_data
     from kd_imdb.soft_labels import write_logits
 
-    tmp = tmp_path_factory.mktemp("labels")
     data = load_data("sample")
     rng = np.random.default_rng(0)
     # A noisy teacher that is right about 85% of the time, with graded confidence.
@@ -37,7 +40,7 @@ def soft_labels_run(server_env, tmp_path_factory):
     margin[rng.random(len(margin)) < 0.15] *= -1
     frame = pd.DataFrame({"id": data.frame["id"], "logit_0": -margin / 2, "logit_1": margin / 2})
     write_logits(frame, {"teacher_run_id": "synthetic", "data_hash": data.content_hash}, tmp / "logits.parquet")
-    proc = run_cli("soft-labels", "--logits-file", str(tmp / "logits.parquet"), env=server_env, cwd=tmp)
+    proc = run_cli("soft-labels", "--logits-file", str(tmp / "logits.parquet"), env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().split()[-1]
 

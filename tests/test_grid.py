@@ -1,0 +1,72 @@
+"""Workers sharing one study grid through Optuna's storage on PostgreSQL, with MLflow's backend store on
+PostgreSQL too: the multi-machine set-up, on one machine."""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, fresh_postgres_database, run_cli, start_mlflow_server
+from test_study import SMALL, finished_cells, register_synthetic_soft_labels
+
+GRID = ["--grid", "gru:8,12;cnn:8", "--seeds", "2", "--register", "false", *SMALL]
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory):
+    """An mlflow server whose backend store is a fresh PostgreSQL database."""
+    backend = fresh_postgres_database("kd_imdb_test_mlflow")
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("pg_server"), backend)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def pg_soft_labels(postgres_server, tmp_path_factory):
+    return register_synthetic_soft_labels({"MLFLOW_TRACKING_URI": postgres_server, "MLFLOW_EXPERIMENT_NAME": "grid"},
+                                          tmp_path_factory.mktemp("labels"))
+
+
+def test_two_workers_share_the_grid_on_postgres(postgres_server, pg_soft_labels, tmp_path):
+    storage = fresh_postgres_database("kd_imdb_test_optuna")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": postgres_server, "MLFLOW_EXPERIMENT_NAME": "grid",
+           "PATH": f"{BIN}:{os.environ['PATH']}"}
+    # The study command plans and queues the grid and waits (0 local workers); two workers do the work.
+    planner = subprocess.Popen([str(BIN / "kd-imdb"), "study", "--soft-labels-run-id", pg_soft_labels,
+                                "--storage", storage, "--workers", "0", *GRID],
+                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    names = []
+    while time.time() < deadline and not names:
+        assert planner.poll() is None, planner.stderr.read()[-2000:]
+        try:
+            names = [s.study_name for s in optuna.get_all_study_summaries(storage) if s.n_trials >= 6]
+        except Exception:
+            pass
+        time.sleep(1)
+    assert names, "the study command did not queue the grid"
+    workers = [subprocess.Popen([str(BIN / "kd-imdb"), "study-worker", "--storage", storage, "--study-name", names[0]],
+                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        out, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err[-2000:]
+    out, err = planner.communicate(timeout=300)
+    assert planner.returncode == 0, err[-2000:]
+    study_id = out.strip().split()[-1]
+
+    client = MlflowClient(postgres_server)
+    experiment_id = client.get_experiment_by_name("grid").experiment_id
+    cells = finished_cells(client, experiment_id, study_id)
+    assert len(cells) == 12 and set(cells.values()) == {1}  # 3 students x 2 seeds x 2 arms, each once
+    study = optuna.load_study(study_name=names[0], storage=storage)
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value > 0]
+    assert sorted(t.params["cell"] for t in trained) == list(range(6))  # every pair trained exactly once
+    assert len({t.user_attrs["worker"] for t in trained}) == 2  # and both workers took part
+    assert "results/results.md" in {f.path for f in client.list_artifacts(study_id, "results")}
