@@ -134,6 +134,7 @@ def student(**kwargs) -> None:
 @click.option("--grid", default="gru:16,32,64,128,256;cnn:64,128,256", show_default=True,
               help="Students as arch:hidden,...;arch:hidden,...")
 @click.option("--seeds", default=5, show_default=True, type=int, help="Seed pairs per student.")
+@click.option("--first-seed", "first_seed", default=0, show_default=True, type=int)
 @click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN.")
 @click.option("--finetune-hard-epochs", "finetune_hard_epochs", default=0, show_default=True, type=int,
               help="Adds a third arm: KD, then this many epochs on hard labels.")
@@ -156,6 +157,63 @@ def study(**kwargs) -> None:
 
     run_id = study_mod.run(study_mod.StudyConfig(**kwargs))
     click.echo(f"study run: {run_id}")
+
+
+@main.command()
+@click.option("--soft-labels-run-id", "soft_labels_run_id", required=True, help="Run id of a soft_labels run.")
+@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
+@click.option("--arch", default="gru", show_default=True, type=click.Choice(["gru", "cnn"]))
+@click.option("--hidden", default=32, show_default=True, type=int)
+@click.option("--n-trials", "n_trials", default=20, show_default=True, type=int,
+              help="Finished (complete or pruned) trials to reach, over all workers.")
+@click.option("--timeout", default=0.0, show_default=True, type=float, help="Seconds per worker; 0 = none.")
+@click.option("--sampler-seed", "sampler_seed", default=0, show_default=True, type=int)
+@click.option("--t-min", "t_min", default=1.0, show_default=True, type=float)
+@click.option("--t-max", "t_max", default=20.0, show_default=True, type=float)
+@click.option("--sweep-alpha", "sweep_alpha", default=False, show_default=True, type=bool, help="Also search alpha in [0, 1].")
+@click.option("--seed", default=0, show_default=True, type=int, help="Students' seed (same in every trial).")
+@click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN.")
+@click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)
+@click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int)
+@click.option("--max-len", "max_len", default=256, show_default=True, type=int)
+@click.option("--lr", default=2e-3, show_default=True, type=float)
+@click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
+@click.option("--storage", default="sqlite:///optuna-sweep.db", show_default=True,
+              help="Optuna storage; an RDB URL shared by workers on several machines.")
+@click.option("--study-name", "study_name", default="", help="Default: derived from the student and soft labels.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+@friendly_errors
+def sweep(workers: int, **kwargs) -> None:
+    """Search the KD temperature (and alpha) with Optuna, maximising validation accuracy."""
+    from kd_imdb import sweep as sweep_mod
+
+    result = sweep_mod.run(sweep_mod.SweepConfig(**kwargs), workers=workers)
+    click.echo(f"best {result['best_params']} (validation accuracy {result['best_val_accuracy']:.4f}); "
+               f"trials {result['states']}; sweep run: {result['run_id']}")
+
+
+@main.command("sweep-worker")
+@click.option("--storage", required=True, help="The sweep's Optuna RDB URL.")
+@click.option("--study-name", "study_name", required=True, help="The sweep's Optuna study name.")
+@friendly_errors
+def sweep_worker(storage: str, study_name: str) -> None:
+    """Join a running sweep from another machine: run its queued trials."""
+    from kd_imdb import sweep as sweep_mod, tracking
+
+    tracking.setup_tracking()
+    sweep_mod.join(storage, study_name)
+
+
+@main.command()
+@click.option("--sweep-run-id", "sweep_run_id", required=True, help="Run id of a sweep run.")
+@click.option("--seeds", default=5, show_default=True, type=int, help="Fresh seed pairs.")
+@click.option("--workers", default=2, show_default=True, type=int)
+@friendly_errors
+def confirm(**kwargs) -> None:
+    """Retrain the sweep's best T on fresh seed pairs against scratch and T=2, with CIs."""
+    from kd_imdb import sweep as sweep_mod
+
+    sweep_mod.confirm(**kwargs)
 
 
 @main.command("study-worker")

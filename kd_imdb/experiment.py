@@ -115,11 +115,20 @@ def prepare(cfg: StudentConfig):
     return data, tok, splits
 
 
-def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
+def log_epoch(metrics: dict, epoch: int) -> None:
+    """Per-epoch metrics as ``epoch_*`` (step = epoch), so that the plain ``val_*``/``test_*`` metrics
+    of a run are those of the model it selected."""
+    import mlflow
+
+    mlflow.log_metrics({f"epoch_{k}": v for k, v in metrics.items()}, step=epoch)
+
+
+def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> dict:
     """Train one arm, logging into the active MLflow run; return its metrics.
 
     ``scratch``: cross-entropy on the labels; ``kd``: the KD loss; ``kd_hard``: the KD loss, then
-    ``hard_epochs`` epochs of cross-entropy (the origin's claim that this hurts).
+    ``hard_epochs`` epochs of cross-entropy (the origin's claim that this hurts). ``log_fn(metrics, epoch)``
+    replaces the per-epoch logging (the sweep reports to Optuna there and may stop the run).
     """
     import mlflow
 
@@ -144,7 +153,7 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict) -> dict:
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
         teacher_logits=None if arm == "scratch" else tr["teacher"],
         temperature=cfg.temperature, alpha=cfg.alpha, hard_epochs=cfg.hard_epochs if arm == "kd_hard" else 0,
-        log_fn=lambda m, step: mlflow.log_metrics(m, step=step), desc=f"{cfg.arch}-{cfg.hidden} {arm}",
+        log_fn=log_fn or log_epoch, desc=f"{cfg.arch}-{cfg.hidden} {arm}",
     )
     model.load_state_dict(result.state_dict)
     val_logits, test_logits = predict(model, va["seqs"]), predict(model, te["seqs"])

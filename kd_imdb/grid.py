@@ -20,12 +20,12 @@ import optuna
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_S, GRACE_S = 10, 40
-
-
 def make_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats: a killed worker's trial goes FAILED after 4 missed beats and is
+    queued again (``KD_IMDB_HEARTBEAT_S``, default 10 s)."""
+    heartbeat = int(os.environ.get("KD_IMDB_HEARTBEAT_S", "10"))
     return optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+        url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
         failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
     )
 
@@ -59,6 +59,28 @@ def _waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
+class NotQueued(Exception):
+    """A trial the sampler made because another worker took the last queued one: it fails unrun."""
+
+
+def drain(study: optuna.Study, objective, timeout: float | None = None) -> None:
+    """Run queued trials one at a time until the queue is empty and no trial runs anywhere.
+
+    While another worker's trial is running this worker waits: if that worker was killed, its
+    heartbeat goes stale, the trial is marked FAILED and (RetryFailedTrialCallback) queued again,
+    so it is not lost.
+    """
+    deadline = time.time() + timeout if timeout else None
+    while deadline is None or time.time() < deadline:
+        optuna.storages.fail_stale_trials(study)
+        if _waiting(study):
+            study.optimize(objective, n_trials=1, catch=(NotQueued,))
+        elif study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            time.sleep(2)
+        else:
+            return
+
+
 def work(storage_url: str, name: str, tracking_uri: str) -> int:
     """Pop queued pairs and train their missing arms until the queue is empty; returns pairs trained."""
     import mlflow
@@ -79,8 +101,8 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal trained
-        if not trial.user_attrs.get("queued"):  # not from the queue: another worker took the last one
-            raise optuna.TrialPruned()
+        if not trial.user_attrs.get("queued"):
+            raise NotQueued()
         cell = trial.suggest_int("cell", 0, len(plan) - 1)
         trial.set_user_attr("worker", me)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -104,8 +126,7 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
             trained += 1
         return float(len(missing))  # the trial's value: arms trained here (0 = already done)
 
-    while _waiting(study):
-        study.optimize(objective, n_trials=1, catch=())
+    drain(study, objective)
     return trained
 
 
@@ -127,7 +148,11 @@ def run_shared(cfg, items: list[dict], tracking_uri: str, study_id: str) -> None
     active = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
     while study.get_trials(deepcopy=False, states=active):
         time.sleep(5)
-        optuna.storages.fail_stale_trials(study)
+        optuna.storages.fail_stale_trials(study)  # a dead worker's pair is queued again...
+        if _waiting(study) and not cfg.workers:
+            continue  # ...for the remote workers
+        if _waiting(study):
+            work(cfg.storage, name, tracking_uri)  # ...or trained here
     if any(p.exitcode != 0 for p in procs):
         raise RuntimeError("a study worker failed; rerun the study to resume")
     log.info("all queued pairs are done: %s", json.dumps({s.name: len(study.get_trials(states=(s,)))

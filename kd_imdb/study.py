@@ -44,6 +44,7 @@ class StudyConfig:
     data: str = "sample"
     grid: str = DEFAULT_GRID
     seeds: int = 5
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     epochs: int = 0  # 0 = origin's: 4 GRU, 3 CNN
     finetune_hard_epochs: int = 0  # hard-label epochs after KD: a third arm, kd_hard (the origin's other arm)
     temperature: float = 2.0
@@ -119,7 +120,7 @@ def plan(cfg: StudyConfig, client, experiment_id: str, study_id: str) -> tuple[l
     for configuration in cfg.configurations():
         name = config_name(configuration)
         config_id = _child(client, experiment_id, study_id, "kd_imdb.config", name, name, {"kd_imdb.stage": "study_config"})
-        for seed in range(cfg.seeds):
+        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             pair_id = _child(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} seed {seed}",
                              {"kd_imdb.stage": "student_pair", "kd_imdb.config": name})
             close_stale_runs(client, experiment_id, pair_id)

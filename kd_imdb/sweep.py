@@ -1,0 +1,269 @@
+"""The ``sweep`` entry point: an Optuna search over the KD temperature (and optionally alpha).
+
+The origin study fixed T=2. Here one student configuration (default GRU-32) is trained with KD for
+each trial's T (log-uniform, default 1 to 20) and alpha, from the same initial weights and batch order
+in every trial (seed fixed), maximising validation accuracy; test is never read. A median pruner stops
+trials whose per-epoch validation accuracy falls below the median of earlier trials at that epoch.
+
+MLflow: one parent run; each trial a nested run with its parameters, per-epoch metrics and final state
+(tag ``optuna.state``: COMPLETE or PRUNED). At the end the parent holds the optimisation history,
+validation accuracy against T (and alpha) and parameter importances as PNG files, plus the best
+parameters. Storage: a local SQLite file by default; an RDB URL (PostgreSQL across machines) lets
+several workers share one study, stopping at ``n_trials`` finished trials between them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import optuna
+
+from kd_imdb.experiment import StudentConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepConfig:
+    """Parameters of the ``sweep`` entry point."""
+
+    soft_labels_run_id: str = ""
+    data: str = "sample"
+    arch: str = "gru"
+    hidden: int = 32
+    n_trials: int = 20
+    timeout: float = 0.0  # seconds; 0 = none
+    sampler_seed: int = 0
+    t_min: float = 1.0
+    t_max: float = 20.0
+    sweep_alpha: bool = False  # also search alpha in [0, 1]; otherwise alpha = 1 (soft targets only)
+    seed: int = 0  # the students' seed: identical initial weights and batches in every trial
+    epochs: int = 0
+    embedding_dim: int = 128
+    vocab_size: int = 20000
+    max_len: int = 256
+    lr: float = 2e-3
+    batch_size: int = 64
+    storage: str = "sqlite:///optuna-sweep.db"
+    study_name: str = ""  # default: derived from the student and soft labels
+
+    def __post_init__(self) -> None:
+        if not self.soft_labels_run_id:
+            raise ValueError("the sweep needs soft_labels_run_id (run the soft_labels entry point first)")
+        if not 0 < self.t_min < self.t_max:
+            raise ValueError(f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
+        if self.n_trials < 1 or self.timeout < 0:
+            raise ValueError("n_trials must be >= 1 and timeout >= 0")
+        self.student(2.0, 1.0)  # validates the student parameters
+        if not self.study_name:
+            self.study_name = f"kd_imdb-sweep-{self.arch}-{self.hidden}-{self.soft_labels_run_id[:8]}"
+
+    def student(self, temperature: float, alpha: float) -> StudentConfig:
+        return StudentConfig(data=self.data, soft_labels_run_id=self.soft_labels_run_id, arch=self.arch,
+                             hidden=self.hidden, embedding_dim=self.embedding_dim, vocab_size=self.vocab_size,
+                             max_len=self.max_len, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
+                             seed=self.seed, mode="kd", temperature=temperature, alpha=alpha)
+
+
+def load_study(cfg: SweepConfig) -> optuna.Study:
+    """Create or join the study (heartbeats: a killed worker's trial is marked FAILED and queued again)."""
+    from kd_imdb.grid import make_storage
+
+    return optuna.create_study(
+        study_name=cfg.study_name, storage=make_storage(cfg.storage), direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=cfg.sampler_seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+
+
+def queue_trials(study: optuna.Study, n_trials: int) -> int:
+    """Queue empty trials (the sampler fills in T) until the study holds ``n_trials`` that are queued,
+    running or finished; workers only run queued trials, so between them they run exactly that many."""
+    counted = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING,
+               optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    missing = n_trials - len(study.get_trials(deepcopy=False, states=counted))
+    for _ in range(max(0, missing)):
+        study.enqueue_trial({}, user_attrs={"queued": True})
+    return max(0, missing)
+
+
+def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
+    """The trial function: one KD student as a nested MLflow run under ``parent_run_id``."""
+    import mlflow
+
+    from kd_imdb import experiment
+
+    def objective(trial: optuna.Trial) -> float:
+        from kd_imdb.grid import NotQueued
+
+        if not trial.user_attrs.get("queued"):
+            raise NotQueued()  # made because another worker took the last queued trial: never run
+        temperature = trial.suggest_float("temperature", cfg.t_min, cfg.t_max, log=True)
+        alpha = trial.suggest_float("alpha", 0.0, 1.0) if cfg.sweep_alpha else 1.0
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        student = cfg.student(temperature, alpha)
+
+        def report(metrics: dict, epoch: int) -> None:
+            experiment.log_epoch(metrics, epoch)
+            trial.report(metrics["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
+
+        pruned = False
+        with mlflow.start_run(run_name=f"trial {trial.number}", parent_run_id=parent_run_id, nested=True,
+                              tags={"optuna.trial": str(trial.number), "optuna.study": cfg.study_name}):
+            try:
+                metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report)
+            except optuna.TrialPruned:
+                pruned = True  # a normal end: the run finishes, tagged PRUNED
+            mlflow.set_tag("optuna.state", "PRUNED" if pruned else "COMPLETE")
+        if pruned:
+            raise optuna.TrialPruned()
+        return metrics["val_accuracy"]
+
+    return objective
+
+
+def work(cfg: SweepConfig, parent_run_id: str) -> None:
+    """Run queued trials until none is left (or ``timeout`` passes)."""
+    from kd_imdb import experiment
+    from kd_imdb.grid import drain
+
+    study = load_study(cfg)
+    _, tok, splits = experiment.prepare(cfg.student(2.0, 1.0))
+    drain(study, objective_for(cfg, tok, splits, parent_run_id), timeout=cfg.timeout or None)
+
+
+def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
+    """Optimisation history, validation accuracy against T (and alpha), parameter importances (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    plots = {"optimization_history.png": lambda: ovm.plot_optimization_history(study),
+             "val_accuracy_vs_params.png": lambda: ovm.plot_slice(study)}
+    if len(complete) >= 2 and len(complete[0].params) >= 1:
+        plots["param_importances.png"] = lambda: ovm.plot_param_importances(study)
+    for name, make in plots.items():
+        try:
+            axes = make()
+        except Exception as exc:  # a plot optuna cannot draw (too few trials) is skipped, not fatal
+            log.warning("plot %s skipped: %s", name, exc)
+            continue
+        fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        fig.set_size_inches(7, 4.5)
+        fig.tight_layout()
+        fig.savefig(directory / name, dpi=110)
+        plt.close(fig)
+        out.append(directory / name)
+    return out
+
+
+def run(cfg: SweepConfig, workers: int = 1) -> dict:
+    """The ``sweep`` entry point: the parent run, ``workers`` local worker processes, then the plots."""
+    import multiprocessing as mp
+
+    import mlflow
+
+    from kd_imdb import tracking
+
+    uri = tracking.setup_tracking("kd_imdb")
+    with tracking.start_run(run_name=f"sweep {cfg.arch}-{cfg.hidden}", tags={"kd_imdb.stage": "sweep"}) as parent:
+        tracking.log_params_once(asdict(cfg))
+        study = load_study(cfg)  # creates the study before the workers race for it
+        study.set_user_attr("config", asdict(cfg))  # what kd-imdb sweep-worker on another machine needs
+        study.set_user_attr("parent_run_id", parent.info.run_id)
+        mlflow.log_metric("trials_queued_now", queue_trials(study, cfg.n_trials))
+        if workers <= 1:
+            work(cfg, parent.info.run_id)
+        else:
+            ctx = mp.get_context("spawn")
+            procs = [ctx.Process(target=_spawned_work, args=(cfg, parent.info.run_id, uri)) for _ in range(workers)]
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+        study = load_study(cfg)
+        states = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
+        mlflow.log_metrics({f"trials_{k.lower()}": v for k, v in states.items()})
+        best = study.best_trial
+        mlflow.log_metrics({"best_val_accuracy": best.value, **{f"best_{k}": v for k, v in best.params.items()}})
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in plot_all(study, Path(tmp)):
+                mlflow.log_artifact(str(path), "sweep")
+            tracking.log_dict_artifact({"best_params": best.params, "best_val_accuracy": best.value,
+                                        "best_trial": best.number, "states": states}, "sweep/best.json")
+    return {"best_params": best.params, "best_val_accuracy": best.value, "states": states, "run_id": parent.info.run_id}
+
+
+def join(storage: str, study_name: str) -> None:
+    """``kd-imdb sweep-worker``: run a sweep's queued trials from another machine."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    work(SweepConfig(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"])
+
+
+def _spawned_work(cfg: SweepConfig, parent_run_id: str, uri: str) -> None:
+    import mlflow
+    import torch
+
+    torch.set_num_threads(1)
+    mlflow.set_tracking_uri(uri)
+    work(cfg, parent_run_id)
+
+
+def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
+    """Retrain the sweep's best T (and alpha) with the study's paired-seed protocol on fresh seed pairs,
+    next to T=2, and print KD at the best T against scratch and against KD at T=2 (CIs, paired tests).
+
+    Fresh seeds: the sweep's trials all used its one seed; the confirmation uses seeds 100.. so the
+    winner is judged on runs that did not select it.
+    """
+    import click
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from kd_imdb import stats, study, tracking
+
+    tracking.setup_tracking("kd_imdb")
+    sweep = MlflowClient().get_run(sweep_run_id)
+    p, m = sweep.data.params, sweep.data.metrics
+    best_t, best_alpha = m["best_temperature"], m.get("best_alpha", 1.0)
+    common = dict(soft_labels_run_id=p["soft_labels_run_id"], data=p["data"], grid=f"{p['arch']}:{p['hidden']}",
+                  seeds=seeds, first_seed=100, epochs=int(p["epochs"]), embedding_dim=int(p["embedding_dim"]),
+                  vocab_size=int(p["vocab_size"]), max_len=int(p["max_len"]), lr=float(p["lr"]),
+                  batch_size=int(p["batch_size"]), workers=workers, register=False)
+    frames = {}
+    with tracking.start_run(run_name=f"confirm {p['arch']}-{p['hidden']}", tags={"kd_imdb.stage": "confirm",
+                                                                                 "kd_imdb.sweep": sweep_run_id}):
+        for label, (t, a) in {"best": (best_t, best_alpha), "t2": (2.0, 1.0)}.items():
+            study_id = study.run(study.StudyConfig(temperature=t, alpha=a, **common))
+            client = MlflowClient()
+            frames[label] = study.collect(client, client.get_run(study_id).info.experiment_id, study_id)
+        acc = {name: df.pivot(index="seed", columns="arm", values="test_accuracy") for name, df in frames.items()}
+        rows = []
+        for name, a_, b_ in (("KD@best T - scratch", acc["best"]["kd"], acc["best"]["scratch"]),
+                             ("KD@best T - KD@T=2", acc["best"]["kd"], acc["t2"]["kd"]),
+                             ("KD@T=2 - scratch", acc["t2"]["kd"], acc["t2"]["scratch"])):
+            d = stats.paired_difference(a_.to_numpy(), b_.loc[a_.index].to_numpy())
+            rows.append({"comparison": name, **d})
+        table = pd.DataFrame(rows)
+        mlflow.log_metrics({"best_temperature": best_t, "best_alpha": best_alpha})
+        mlflow.log_text(table.to_csv(index=False), "confirm/comparisons.csv")
+        means = {k: stats.mean_ci(v) for k, v in (("scratch", acc["best"]["scratch"]), ("kd_best", acc["best"]["kd"]),
+                                                  ("kd_t2", acc["t2"]["kd"]))}
+        mlflow.log_metrics({f"test_accuracy_{k}": v[0] for k, v in means.items()})
+    click.echo(f"best T {best_t:.3g}, alpha {best_alpha:.3g}; test accuracy over {seeds} fresh seed pairs:")
+    for k, (mean, low, high) in means.items():
+        click.echo(f"  {k}: {mean:.4f} [{low:.4f}, {high:.4f}]")
+    click.echo(table.to_string(index=False))
+    return table

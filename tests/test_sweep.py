@@ -1,0 +1,137 @@
+"""The temperature sweep: Optuna storage shared by two workers, nested MLflow runs, pruning, plots,
+a worker killed mid-trial, and the confirmation on fresh seed pairs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, run_cli
+from test_study import register_synthetic_soft_labels
+
+TINY = ["--arch", "gru", "--hidden", "8", "--epochs", "2", "--max-len", "48", "--vocab-size", "1500",
+        "--embedding-dim", "16"]
+
+
+@pytest.fixture(scope="module")
+def env(mlflow_server):
+    return {"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_EXPERIMENT_NAME": "sweep-tests", "KD_IMDB_HEARTBEAT_S": "1"}
+
+
+@pytest.fixture(scope="module")
+def labels(env, tmp_path_factory):
+    return register_synthetic_soft_labels(env, tmp_path_factory.mktemp("sweep_labels"))
+
+
+@pytest.fixture(scope="module")
+def sweep(env, labels, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    storage = f"sqlite:///{tmp}/optuna.db"
+    proc = run_cli("sweep", "--soft-labels-run-id", labels, "--n-trials", "5", "--workers", "2", "--storage", storage,
+                   "--study-name", "t-sweep", *TINY, env=env, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"storage": storage, "run_id": proc.stdout.strip().split()[-1], "tmp": tmp,
+            "client": MlflowClient(env["MLFLOW_TRACKING_URI"])}
+
+
+def test_two_workers_run_exactly_the_requested_trials(sweep):
+    study = optuna.load_study(study_name="t-sweep", storage=sweep["storage"])
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 5
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers took trials
+    assert all(1.0 <= t.params["temperature"] <= 20.0 for t in finished)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+def test_every_trial_is_one_nested_mlflow_run(sweep):
+    client = sweep["client"]
+    parent = client.get_run(sweep["run_id"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{sweep['run_id']}'")
+    study = optuna.load_study(study_name="t-sweep", storage=sweep["storage"])
+    by_trial = {int(c.data.tags["optuna.trial"]): c for c in children}
+    assert len(children) == len(by_trial) == 5  # once each
+    for trial in study.trials:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            run = by_trial[trial.number]
+            assert run.data.tags["optuna.state"] == "COMPLETE"
+            assert float(run.data.params["temperature"]) == pytest.approx(trial.params["temperature"])
+            assert run.data.metrics["val_accuracy"] == pytest.approx(trial.value)
+            assert len(client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) >= 2  # per epoch
+        elif trial.state == optuna.trial.TrialState.PRUNED:
+            assert by_trial[trial.number].data.tags["optuna.state"] == "PRUNED"
+
+
+def test_sweep_artifacts_and_best(sweep):
+    client, tmp = sweep["client"], sweep["tmp"]
+    local = client.download_artifacts(sweep["run_id"], "sweep", str(tmp))
+    files = set(os.listdir(local))
+    assert {"optimization_history.png", "val_accuracy_vs_params.png", "best.json"} <= files
+    assert open(os.path.join(local, "optimization_history.png"), "rb").read(4) == b"\x89PNG"
+    best = json.load(open(os.path.join(local, "best.json")))
+    study = optuna.load_study(study_name="t-sweep", storage=sweep["storage"])
+    assert best["best_val_accuracy"] == pytest.approx(study.best_value)
+    assert client.get_run(sweep["run_id"]).data.metrics["best_temperature"] == pytest.approx(study.best_params["temperature"])
+
+
+def test_worker_killed_mid_trial_leaves_a_usable_study(env, labels, tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    full_env = {**os.environ, **env, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    args = [str(BIN / "kd-imdb"), "sweep", "--soft-labels-run-id", labels, "--n-trials", "3", "--storage", storage,
+            "--study-name", "killed", *TINY, "--epochs", "3"]
+    proc = subprocess.Popen(args, env=full_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name="killed", storage=storage)
+            if study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    time.sleep(1.5)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-trial
+    proc.wait()
+    # A new sweep invocation on the same storage finishes the job: the dead trial goes FAILED (its
+    # heartbeat stops) and is queued again, so 3 trials still finish.
+    rerun = run_cli(*args[1:], env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    study = optuna.load_study(study_name="killed", storage=storage)
+    states = [t.state for t in study.trials]
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert sum(s in done for s in states) == 3
+    assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.RUNNING not in states
+
+
+def test_confirm_retrains_best_t_on_fresh_seed_pairs(sweep, env):
+    proc = run_cli("confirm", "--sweep-run-id", sweep["run_id"], "--seeds", "2", "--workers", "2", env=env, cwd=sweep["tmp"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "KD@best T - scratch" in proc.stdout and "KD@best T - KD@T=2" in proc.stdout
+    client = sweep["client"]
+    experiment_id = client.get_run(sweep["run_id"]).info.experiment_id
+    studies = client.search_runs([experiment_id], "tags.`kd_imdb.study_key` != ''")
+    temps = sorted(float(s.data.params["temperature"]) for s in studies)
+    study = optuna.load_study(study_name="t-sweep", storage=sweep["storage"])
+    assert temps == sorted([2.0, study.best_params["temperature"]])
+    for s in studies:
+        assert s.data.params["first_seed"] == "100"  # fresh seeds, not the sweep's
+    # Scratch arms do not depend on T: both confirmation studies trained identical scratch students.
+    from kd_imdb.study import collect
+
+    scratch = [collect(client, experiment_id, s.info.run_id).query("arm == 'scratch'").set_index("seed")["test_accuracy"]
+               for s in studies]
+    assert list(scratch[0].index) == [100, 101]
+    assert scratch[0].to_dict() == scratch[1].to_dict()
+    confirm_runs = client.search_runs([experiment_id], "tags.`kd_imdb.stage` = 'confirm'")
+    assert len(confirm_runs) == 1
+    table = client.download_artifacts(confirm_runs[0].info.run_id, "confirm/comparisons.csv", str(sweep["tmp"]))
+    import pandas as pd
+
+    comparisons = pd.read_csv(table)
+    assert list(comparisons["comparison"]) == ["KD@best T - scratch", "KD@best T - KD@T=2", "KD@T=2 - scratch"]
+    assert (comparisons["n_pairs"] == 2).all()
