@@ -33,7 +33,7 @@ def summarise(runs: pd.DataFrame, predictions: dict | None = None, baseline: str
     for (arch, hidden), group in runs.groupby(["arch", "hidden"], sort=True):
         wide = group.pivot_table(index="seed", columns="arm", values=[f"test_{m}" for m in MAIN + EXTRA if f"test_{m}" in group])
         ids = group.pivot(index="seed", columns="arm", values="run_id")
-        for arm in [a for a in ("kd", "kd_hard") if a in ids.columns]:
+        for arm in [a for a in ids.columns if a != baseline]:
             if baseline not in ids.columns:
                 continue
             paired = ids[[baseline, arm]].dropna()

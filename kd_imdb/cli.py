@@ -116,8 +116,9 @@ def student_options(fn):
 @main.command()
 @student_options
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--mode", default="pair", show_default=True, type=click.Choice(["pair", "scratch", "kd", "kd_hard"]),
-              help="pair: nested scratch and KD runs from identical initial weights.")
+@click.option("--mode", default="pair", show_default=True,
+              type=click.Choice(["pair", "scratch", "kd", "kd_hard", "kd_mse", "kd_transfer", "shuffled", "label_smoothing"]),
+              help="pair: nested scratch and KD runs from identical initial weights; otherwise one arm.")
 @friendly_errors
 def student(**kwargs) -> None:
     """Train a student seed pair (scratch and KD) or one arm, and log it."""
@@ -138,6 +139,9 @@ def student(**kwargs) -> None:
 @click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN.")
 @click.option("--finetune-hard-epochs", "finetune_hard_epochs", default=0, show_default=True, type=int,
               help="Adds a third arm: KD, then this many epochs on hard labels.")
+@click.option("--arms", default="scratch,kd", show_default=True,
+              help="Arms of every seed pair: scratch,kd,kd_mse,kd_transfer,shuffled,label_smoothing (kd_hard via "
+                   "--finetune-hard-epochs).")
 @click.option("--temperature", default=2.0, show_default=True, type=float)
 @click.option("--alpha", default=1.0, show_default=True, type=float)
 @click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)

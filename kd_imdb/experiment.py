@@ -21,7 +21,17 @@ from kd_imdb.students import StudentSpec, build_student
 
 log = logging.getLogger(__name__)
 
-MODES = ("pair", "scratch", "kd", "kd_hard")
+# Arms: how a student of a seed pair is trained. All start from the seed's initial weights and batches.
+ARMS = {
+    "scratch": "cross-entropy on the labels",
+    "kd": "KD loss (KL at temperature T, alpha)",
+    "kd_hard": "KD loss, then hard_epochs of cross-entropy (the origin's other arm)",
+    "kd_mse": "MSE on the teacher's logit margin (the T -> infinity limit; Tang et al. 2019)",
+    "kd_transfer": "KD on train plus the teacher-labelled unlabelled reviews (Hinton et al.'s transfer set)",
+    "shuffled": "KD from the teacher's logits permuted across reviews (a control: right marginals, no knowledge)",
+    "label_smoothing": "cross-entropy with label smoothing matched to the teacher's mean confidence (teacher-free)",
+}
+MODES = ("pair", *ARMS)
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
 
 
@@ -93,17 +103,21 @@ def save_student(directory: str | Path, model: torch.nn.Module, spec: StudentSpe
     return directory
 
 
-def prepare(cfg: StudentConfig):
-    """Load data and soft labels, train the word tokenizer, encode every split (shared by both arms)."""
+def prepare(cfg: StudentConfig, transfer: bool = False):
+    """Load data and soft labels, train the word tokenizer on train, encode every split (shared by all
+    arms). With ``transfer`` the unlabelled reviews and their teacher logits come too (the transfer set)."""
     from kd_imdb.data import load_data
-    from kd_imdb.soft_labels import load_for_data
+    from kd_imdb.soft_labels import SoftLabelsError, load_for_data
     from kd_imdb.tokenizer import encode_texts, train_tokenizer
 
-    data = load_data(cfg.data, cfg.val_fraction, seed=0)
+    data = load_data(cfg.data, cfg.val_fraction, seed=0, unsupervised=transfer)
     teacher = load_for_data(cfg.soft_labels_run_id, data).to_numpy(np.float32) if cfg.soft_labels_run_id else None
+    if transfer and np.isnan(teacher[(data.frame["split"] == "unsupervised").to_numpy()]).any():
+        raise SoftLabelsError(f"soft labels of run {cfg.soft_labels_run_id} lack the unlabelled reviews the "
+                              "transfer set needs; run soft_labels with unsupervised=true")
     tok = train_tokenizer(data.split("train")["text"].tolist(), vocab_size=cfg.vocab_size)
     splits = {}
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test") + (("unsupervised",) if transfer else ()):
         mask = (data.frame["split"] == split).to_numpy()
         part = data.frame[mask]
         splits[split] = {
@@ -126,8 +140,7 @@ def log_epoch(metrics: dict, epoch: int) -> None:
 def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> dict:
     """Train one arm, logging into the active MLflow run; return its metrics.
 
-    ``scratch``: cross-entropy on the labels; ``kd``: the KD loss; ``kd_hard``: the KD loss, then
-    ``hard_epochs`` epochs of cross-entropy (the origin's claim that this hurts). ``log_fn(metrics, epoch)``
+    ``arm`` is one of ``ARMS``. ``log_fn(metrics, epoch)``
     replaces the per-epoch logging (the sweep reports to Optuna there and may stop the run).
     """
     import mlflow
@@ -141,26 +154,45 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> d
     params = {**asdict(cfg), "mode": arm}
     if arm != "kd_hard":
         params.pop("hard_epochs")
-    if arm == "scratch":
+    if arm in ("scratch", "label_smoothing"):
         for key in ("temperature", "alpha"):  # meaningless without a teacher
             params.pop(key)
+    train_seqs, train_labels, teacher = tr["seqs"], tr["labels"], tr["teacher"]
+    smoothing = 0.0
+    if arm == "scratch":
+        teacher = None
+    elif arm == "label_smoothing":
+        # Smoothing eps puts 1 - eps/2 on the true class; matching the teacher's mean confidence c gives
+        # eps = 2 (1 - c): the same average target sharpness as KD, without any per-review knowledge.
+        from kd_imdb.metrics import softmax
+
+        smoothing = float(np.clip(2.0 * (1.0 - softmax(teacher).max(axis=1).mean()), 0.0, 1.0))
+        params["label_smoothing"] = smoothing
+        teacher = None
+    elif arm == "shuffled":
+        teacher = teacher[np.random.default_rng([cfg.seed, 1]).permutation(len(teacher))]
+    elif arm == "kd_transfer":
+        un = splits["unsupervised"]
+        train_seqs = list(tr["seqs"]) + list(un["seqs"])
+        train_labels = np.concatenate([tr["labels"], np.full(len(un["seqs"]), -1)])  # -1: soft term only
+        teacher = np.concatenate([tr["teacher"], un["teacher"]])
     tracking.log_params_once(params)
-    model = build_student(cfg.spec, cfg.seed)  # identical initial weights in both arms
+    model = build_student(cfg.spec, cfg.seed)  # identical initial weights in every arm
     mlflow.set_tag("init_sha256", weights_sha256(model))
     mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
     result = train_student(
-        model, cfg.seed, tr["seqs"], tr["labels"], va["seqs"], va["labels"],
-        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-        teacher_logits=None if arm == "scratch" else tr["teacher"],
+        model, cfg.seed, train_seqs, train_labels, va["seqs"], va["labels"],
+        epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=teacher,
         temperature=cfg.temperature, alpha=cfg.alpha, hard_epochs=cfg.hard_epochs if arm == "kd_hard" else 0,
+        soft_loss="mse" if arm == "kd_mse" else "kl", label_smoothing=smoothing,
         log_fn=log_fn or log_epoch, desc=f"{cfg.arch}-{cfg.hidden} {arm}",
     )
     model.load_state_dict(result.state_dict)
     val_logits, test_logits = predict(model, va["seqs"]), predict(model, te["seqs"])
     metrics = {**prefixed(classification_metrics(val_logits, va["labels"], va["teacher"]), "val"),
                **prefixed(classification_metrics(test_logits, te["labels"], te["teacher"]), "test"),
-               "best_epoch": result.best_epoch, "train_seconds": result.train_seconds,
-               "train_reviews_per_s": len(tr["seqs"]) * len(result.history) / result.train_seconds}
+               "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "train_reviews": len(train_seqs),
+               "train_reviews_per_s": len(train_seqs) * len(result.history) / result.train_seconds}
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         save_student(tmp, model, cfg.spec, tok, cfg.max_len)
@@ -178,7 +210,7 @@ def run(cfg: StudentConfig) -> dict[str, dict]:
     from kd_imdb import tracking
 
     tracking.setup_tracking("kd_imdb")
-    data, tok, splits = prepare(cfg)
+    data, tok, splits = prepare(cfg, transfer=cfg.mode == "kd_transfer")
     if cfg.mode != "pair":
         with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} {cfg.mode} seed {cfg.seed}"):
             return {cfg.mode: train_arm(cfg, cfg.mode, tok, splits)}

@@ -113,10 +113,10 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
         experiment_id = client.get_run(item["pair_id"]).info.experiment_id
         close_stale_runs(client, experiment_id, item["pair_id"])
         arms = arm_runs(client, experiment_id, item["pair_id"])
-        missing = [a for a in cfg.arms() if a not in arms or arms[a].info.status != "FINISHED"]
+        missing = [a for a in cfg.arm_list() if a not in arms or arms[a].info.status != "FINISHED"]
         if missing:
             if not prepared:
-                _, tok, splits = experiment.prepare(student)
+                _, tok, splits = experiment.prepare(student, transfer="kd_transfer" in cfg.arm_list())
                 prepared.update(tok=tok, splits=splits)
             with mlflow.start_run(run_id=item["pair_id"]):
                 for arm in missing:

@@ -46,7 +46,8 @@ class StudyConfig:
     seeds: int = 5
     first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
     epochs: int = 0  # 0 = origin's: 4 GRU, 3 CNN
-    finetune_hard_epochs: int = 0  # hard-label epochs after KD: a third arm, kd_hard (the origin's other arm)
+    finetune_hard_epochs: int = 0  # hard-label epochs after KD: adds the arm kd_hard (the origin's other arm)
+    arms: str = "scratch,kd"  # any of experiment.ARMS; scratch is every comparison's baseline
     temperature: float = 2.0
     alpha: float = 1.0
     embedding_dim: int = 128
@@ -64,6 +65,11 @@ class StudyConfig:
         if self.seeds < 1 or self.workers < 0 or (self.workers == 0 and not self.storage):
             raise ValueError("seeds must be >= 1 and workers >= 1 (0 only with a storage that other workers join)")
         self.configurations()  # validates the grid
+        from kd_imdb.experiment import ARMS
+
+        unknown = [a for a in self.arm_list() if a not in ARMS]
+        if unknown or "scratch" not in self.arm_list():
+            raise ValueError(f"arms must include scratch and come from {list(ARMS)}; got {self.arms!r}")
         self.student(("gru", 16), 0)  # validates the student parameters
 
     def configurations(self) -> list[tuple[str, int]]:
@@ -87,9 +93,12 @@ class StudyConfig:
                              temperature=self.temperature, alpha=self.alpha,
                              hard_epochs=self.finetune_hard_epochs)
 
-    def arms(self) -> tuple[str, ...]:
-        """scratch and KD; with hard epochs also KD followed by hard-label epochs (``kd_hard``)."""
-        return ("scratch", "kd", "kd_hard") if self.finetune_hard_epochs else ("scratch", "kd")
+    def arm_list(self) -> tuple[str, ...]:
+        """The arms of every seed pair; ``kd_hard`` joins when ``finetune_hard_epochs`` is set."""
+        arms = [a.strip() for a in self.arms.split(",") if a.strip()]
+        if self.finetune_hard_epochs and "kd_hard" not in arms:
+            arms.append("kd_hard")
+        return tuple(arms)
 
     def key(self) -> str:
         """What makes two studies the same study (the number of workers does not)."""
@@ -125,7 +134,7 @@ def plan(cfg: StudyConfig, client, experiment_id: str, study_id: str) -> tuple[l
                              {"kd_imdb.stage": "student_pair", "kd_imdb.config": name})
             close_stale_runs(client, experiment_id, pair_id)
             arms = arm_runs(client, experiment_id, pair_id)
-            missing = [a for a in cfg.arms() if a not in arms or arms[a].info.status != FINISHED]
+            missing = [a for a in cfg.arm_list() if a not in arms or arms[a].info.status != FINISHED]
             item = {"configuration": configuration, "seed": seed, "pair_id": pair_id, "config_id": config_id,
                     "missing": missing}
             (todo if missing else done).append(item)
@@ -168,7 +177,7 @@ def _worker(cfg: StudyConfig, items: "mp.Queue", tracking_uri: str) -> None:
     while (item := items.get()) is not None:
         student = cfg.student(tuple(item["configuration"]), item["seed"])
         if prepared is None:
-            _, tok, splits = experiment.prepare(student)
+            _, tok, splits = experiment.prepare(student, transfer="kd_transfer" in cfg.arm_list())
             prepared = (tok, splits)
         tok, splits = prepared
         with mlflow.start_run(run_id=item["pair_id"]):

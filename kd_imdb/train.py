@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kd_imdb.losses import kd_loss
+from kd_imdb.losses import hard_loss, kd_loss, margin_mse_loss
 from kd_imdb.metrics import classification_metrics
 
 
@@ -78,15 +78,19 @@ def train_student(
     temperature: float = 2.0,
     alpha: float = 1.0,
     hard_epochs: int = 0,
+    soft_loss: str = "kl",
+    label_smoothing: float = 0.0,
     log_fn=None,
     desc: str = "student",
 ) -> TrainResult:
     """Train ``model`` and return the weights of its best epoch by validation accuracy.
 
-    With ``teacher_logits`` [n_train, 2] the loss is ``kd_loss`` (temperature, alpha); without, it is
-    cross-entropy on the labels. ``hard_epochs`` more epochs on hard labels follow the KD epochs
-    (the origin study's "extra training on hard targets"); the best epoch is then chosen among them. ``log_fn(metrics, step)`` gets the
-    per-epoch training loss and validation metrics.
+    With ``teacher_logits`` [n_train, 2] the loss is ``kd_loss`` (temperature, alpha) or, with
+    ``soft_loss="mse"``, ``margin_mse_loss``; without, it is cross-entropy on the labels (with
+    ``label_smoothing``). Reviews labelled -1 (a transfer set) only feed the soft term. ``hard_epochs``
+    more epochs on hard labels follow the KD epochs (the origin study's "extra training on hard
+    targets"); the best epoch is then chosen among them. ``log_fn(metrics, epoch)`` gets the per-epoch
+    training loss and validation metrics.
     """
     torch.manual_seed(seed)  # dropout stream
     rng = np.random.default_rng(seed)  # batch-order stream
@@ -104,10 +108,12 @@ def train_student(
                         unit="batch", mininterval=10, leave=False):
             logits = model(pad([train_seqs[i] for i in idx]))  # [B, 2]
             idx_t = torch.from_numpy(idx)
-            if soft:
+            if soft and soft_loss == "mse":
+                loss = margin_mse_loss(logits, teacher_t[idx_t], labels_t[idx_t], alpha)
+            elif soft:
                 loss = kd_loss(logits, teacher_t[idx_t], labels_t[idx_t], temperature, alpha)
             else:
-                loss = torch.nn.functional.cross_entropy(logits, labels_t[idx_t])
+                loss = hard_loss(logits, labels_t[idx_t], label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # GRUs can spike early on

@@ -77,3 +77,24 @@ def test_high_temperature_gradient_matches_logit_matching():
 def test_bad_parameters_raise(temperature, alpha):
     with pytest.raises(ValueError):
         kd_loss(S, T_LOGITS, Y, temperature, alpha)
+
+
+def test_margin_mse_is_the_high_temperature_limit_of_kd():
+    from kd_imdb.losses import margin_mse_loss
+
+    # by hand: margins s: 1-0=1 ... row 1: s=[1,0] -> -1, t=[0,1] -> +1: ((-1) - 1)^2/8 = 0.5
+    #          row 2: s=[0,0] -> 0, t=[2,0] -> -2: (0 + 2)^2/8 = 0.5
+    assert margin_mse_loss(S, T_LOGITS, Y).item() == pytest.approx(0.5)
+    torch.manual_seed(4)
+    s, t = torch.randn(32, 2, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)  # float64: T=1000
+    y = torch.randint(0, 2, (32,))
+    assert kd_loss(s, t, y, temperature=1000.0, alpha=1.0).item() == pytest.approx(margin_mse_loss(s, t, y).item(), rel=1e-4)
+    assert margin_mse_loss(s + 5.0, t - 3.0, y).item() == pytest.approx(margin_mse_loss(s, t, y).item(), rel=1e-5)
+
+
+def test_unlabelled_reviews_only_feed_the_soft_term():
+    y = torch.tensor([0, -1])
+    # alpha = .5: soft over both rows (0.4668068), CE over row 1 only (0.3132617)
+    assert kd_loss(S, T_LOGITS, y, 2.0, 0.5).item() == pytest.approx(0.5 * 0.4668068 + 0.5 * 0.3132617, abs=1e-6)
+    all_unlabelled = kd_loss(S, T_LOGITS, torch.tensor([-1, -1]), 2.0, 0.5)
+    assert all_unlabelled.item() == pytest.approx(0.5 * 0.4668068, abs=1e-6)
