@@ -89,6 +89,32 @@ def soft_labels(**kwargs) -> None:
     click.echo(f"soft labels run: {run_id}")
 
 
+@main.command("linear-teacher")
+@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
+@click.option("--unsupervised", default=False, show_default=True, type=bool, help="Also score the unlabelled reviews.")
+@click.option("--c-grid", "c_grid", default="1,4,16", show_default=True, help="Regularisation values, chosen on validation.")
+@click.option("--folds", default=5, show_default=True, type=int, help="Cross-fitting folds for the train logits.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@friendly_errors
+def linear_teacher(**kwargs) -> None:
+    """A fast second teacher: TF-IDF uni+bigram logistic regression, logged as a soft-labels run."""
+    from kd_imdb import linear_teacher as linear
+
+    click.echo(f"soft labels run: {linear.run(linear.LinearTeacherConfig(**kwargs))}")
+
+
+@main.command("ensemble-labels")
+@click.option("--runs", required=True, help="Comma-separated soft-labels run ids to average.")
+@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
+@click.option("--unsupervised", default=False, show_default=True, type=bool)
+@friendly_errors
+def ensemble_labels(runs: str, data: str, unsupervised: bool) -> None:
+    """An ensemble teacher: the mean of several teachers' logits, logged as a soft-labels run."""
+    from kd_imdb import linear_teacher as linear
+
+    click.echo(f"soft labels run: {linear.ensemble([r.strip() for r in runs.split(',') if r.strip()], data, unsupervised)}")
+
+
 def student_options(fn):
     """The options every student-training command shares."""
     options = [

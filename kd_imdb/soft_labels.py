@@ -182,13 +182,8 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
 
 def run(cfg: SoftLabelsConfig) -> str:
     """The ``soft_labels`` entry point: label (or register) and log the logits artifact and its metrics."""
-    import tempfile
-
-    import mlflow
-
     from kd_imdb import tracking
     from kd_imdb.data import load_data
-    from kd_imdb.metrics import classification_metrics
 
     tracking.setup_tracking("kd_imdb")
     data = load_data(cfg.data, unsupervised=cfg.unsupervised)
@@ -209,17 +204,30 @@ def run(cfg: SoftLabelsConfig) -> str:
             metrics: dict = {}
         else:
             frame, fingerprint, metrics = label(cfg, data, cfg.teacher_run_id)
-        # The teacher's own scores on each labelled split, from the very logits students will see.
-        joined = data.frame.join(frame.set_index("id")[["logit_0", "logit_1"]], on="id")
-        for split, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
-            part = joined[joined["split"] == split]
-            for k, v in classification_metrics(part[["logit_0", "logit_1"]].to_numpy(), part["label"].to_numpy()).items():
-                metrics[f"teacher_{prefix}_{k}"] = v
-        metrics["reviews"] = float(len(frame))
-        mlflow.log_metrics(metrics)
-        mlflow.set_tags({f"fingerprint.{k}": str(v) for k, v in fingerprint.items()})
-        with tempfile.TemporaryDirectory() as tmp:
-            write_logits(frame, fingerprint, f"{tmp}/logits.parquet")
-            Path(f"{tmp}/fingerprint.json").write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
-            mlflow.log_artifacts(tmp, "soft_labels")
+        log_soft_labels(frame, fingerprint, data, metrics)
         return run.info.run_id
+
+
+def log_soft_labels(frame: pd.DataFrame, fingerprint: dict, data, metrics: dict | None = None) -> None:
+    """Log ``frame`` (id, split, logit_0, logit_1) as the soft-labels artifact of the active run, with its
+    fingerprint, and the teacher's scores on each labelled split (from the very logits students see).
+    Every kind of teacher (transformer, linear, ensemble) ends here, so students read one schema."""
+    import tempfile
+
+    import mlflow
+
+    from kd_imdb.metrics import classification_metrics
+
+    metrics = dict(metrics or {})
+    joined = data.frame.join(frame.set_index("id")[["logit_0", "logit_1"]], on="id")
+    for split, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
+        part = joined[joined["split"] == split]
+        for k, v in classification_metrics(part[["logit_0", "logit_1"]].to_numpy(), part["label"].to_numpy()).items():
+            metrics[f"teacher_{prefix}_{k}"] = v
+    metrics["reviews"] = float(len(frame))
+    mlflow.log_metrics(metrics)
+    mlflow.set_tags({f"fingerprint.{k}": str(v) for k, v in fingerprint.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        write_logits(frame, fingerprint, f"{tmp}/logits.parquet")
+        Path(f"{tmp}/fingerprint.json").write_text(json.dumps(fingerprint, indent=2, sort_keys=True))
+        mlflow.log_artifacts(tmp, "soft_labels")
