@@ -69,3 +69,29 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
     kl = (np.exp(lp) * (lp - lq)).sum(axis=1)
     return {"int8_top1_agreement": float((reference.argmax(1) == other.argmax(1)).mean()),
             "int8_mean_kl": float(kl.mean())}
+
+
+def export_student_onnx(model, path: str | Path) -> Path:
+    """Export a GRU/CNN student (token ids [B, L] -> logits [B, 2]) to ONNX with dynamic batch and length."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids = torch.randint(1, 10, (2, 12))
+    torch.onnx.export(model.eval(), (ids,), str(path), input_names=["ids"], output_names=["logits"],
+                      dynamic_axes={"ids": {0: "batch", 1: "seq"}, "logits": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    return path
+
+
+class OnnxStudent:
+    """A student on ONNX Runtime: padded token ids in, logits out."""
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"ids": ids.astype(np.int64)})[0]

@@ -61,7 +61,7 @@ class GRUStudent(nn.Module):
         mask = ids != 0  # [B, L]
         states, _ = self.gru(self.embed(ids))  # [B, L, H]
         last_idx = (mask.sum(dim=1) - 1).clamp(min=0)  # [B]
-        last = states[torch.arange(ids.shape[0]), last_idx]  # [B, H]
+        last = states.gather(1, last_idx.view(-1, 1, 1).expand(-1, 1, states.shape[2])).squeeze(1)  # [B, H]
         features = torch.cat([last, masked_max(states, mask)], dim=-1)  # [B, 2H]
         return self.out(self.drop(features))
 
@@ -79,14 +79,17 @@ class CNNStudent(nn.Module):
         self.out = nn.Linear(len(spec.kernel_sizes) * spec.hidden, 2)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        width = max(ids.shape[1], max(self.kernel_sizes))  # short reviews are padded up to the widest kernel
-        ids = nn.functional.pad(ids, (0, width - ids.shape[1]))
+        # Pad every batch by the widest kernel minus one: short reviews still get a window, and windows
+        # ending on padding are masked below, so the result does not depend on the padding (no
+        # data-dependent shapes either, which keeps the ONNX export exact).
+        ids = nn.functional.pad(ids, (0, max(self.kernel_sizes) - 1))
         mask = ids != 0  # [B, L]
         x = self.embed(ids).transpose(1, 2)  # [B, E, L]
         pooled = []
         for k, conv in zip(self.kernel_sizes, self.convs):
             h = torch.relu(conv(x)).transpose(1, 2)  # [B, L-k+1, H]
-            valid = mask[:, k - 1:] | (torch.arange(h.shape[1]) == 0)  # windows ending on a real token; never empty
+            # windows ending on a real token; the first window always counts, so none is empty
+            valid = torch.cat([torch.ones_like(mask[:, :1]), mask[:, k:]], dim=1)  # [B, L-k+1]
             pooled.append(masked_max(h, valid))
         return self.out(self.drop(torch.cat(pooled, dim=-1)))
 

@@ -38,3 +38,20 @@ def test_cnn_accepts_reviews_shorter_than_its_widest_kernel():
 def test_bad_spec_raises(kwargs):
     with pytest.raises(ValueError):
         StudentSpec(**kwargs)
+
+
+@pytest.mark.parametrize("arch", ["gru", "cnn"])
+def test_onnx_export_matches_pytorch(arch, tmp_path):
+    import numpy as np
+
+    from kd_imdb.export import OnnxStudent, export_student_onnx
+    from kd_imdb.train import pad
+
+    model = build_student(StudentSpec(arch=arch, hidden=8, embedding_dim=8, vocab_size=50), 0).eval()
+    onnx = OnnxStudent(export_student_onnx(model, tmp_path / "s.onnx"))
+    rng = np.random.default_rng(0)
+    for batch, length in ((1, 3), (5, 40), (64, 7)):
+        ids = pad([rng.integers(1, 50, size=rng.integers(1, length + 1)) for _ in range(batch)])
+        with torch.no_grad():
+            expected = model(ids).numpy()
+        np.testing.assert_allclose(onnx(ids.numpy()), expected, atol=1e-5)
