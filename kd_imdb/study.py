@@ -132,7 +132,8 @@ def plan(cfg: StudyConfig, client, experiment_id: str, study_id: str) -> tuple[l
         for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
             pair_id = _child(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} seed {seed}",
                              {"kd_imdb.stage": "student_pair", "kd_imdb.config": name})
-            close_stale_runs(client, experiment_id, pair_id)
+            if not cfg.storage:  # shared grids: a live remote worker may hold the pair; its taker checks
+                close_stale_runs(client, experiment_id, pair_id)
             arms = arm_runs(client, experiment_id, pair_id)
             missing = [a for a in cfg.arm_list() if a not in arms or arms[a].info.status != FINISHED]
             item = {"configuration": configuration, "seed": seed, "pair_id": pair_id, "config_id": config_id,
