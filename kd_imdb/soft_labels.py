@@ -141,7 +141,7 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
         log.info("teacher run has no predictions artifact; labelling every review")
     todo = data.frame.drop_duplicates("id")
     todo = todo[~todo["id"].isin(set(known["id"]))].reset_index(drop=True)
-    metrics: dict = {"reused_reviews": float(len(data.frame) - len(todo))}
+    metrics: dict = {"reused_reviews": float(data.frame["id"].nunique() - len(todo))}  # unique reviews
 
     if cfg.onnx_int8:
         from kd_imdb import export
