@@ -261,9 +261,12 @@ def study_worker(storage: str, study_name: str) -> None:
 @main.command()
 @click.option("--teacher-model", "teacher_model", default="packaged", show_default=True,
               help="Teacher checkpoint ('packaged', 'tiny', hub id or folder).")
-@click.option("--teacher-epochs", "teacher_epochs", default=1.0, show_default=True, type=float)
+@click.option("--teacher-epochs", "teacher_epochs", default=3.0, show_default=True, type=float,
+              help="900 sample reviews: a few epochs are needed.")
 @click.option("--max-len", "max_len", default=128, show_default=True, type=int, help="Teacher tokens per review.")
 @click.option("--hidden", default=64, show_default=True, type=int, help="GRU student size.")
+@click.option("--student-epochs", "student_epochs", default=8, show_default=True, type=int,
+              help="The sample is small: more epochs than the origin's 4.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @friendly_errors
 def demo(**kwargs) -> None:

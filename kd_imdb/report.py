@@ -29,8 +29,8 @@ def print_pair_table(results: dict[str, dict[str, dict]]) -> None:
     click.echo("\nTest metrics (model chosen on validation):\n" + pair_table(results))
 
 
-def run_demo(teacher_model: str = "packaged", teacher_epochs: float = 1.0, max_len: int = 128,
-             hidden: int = 64, seed: int = 0, data: str = "sample") -> dict:
+def run_demo(teacher_model: str = "packaged", teacher_epochs: float = 3.0, max_len: int = 128,
+             hidden: int = 64, seed: int = 0, student_epochs: int = 8, data: str = "sample") -> dict:
     """Teacher -> soft labels -> GRU pair on ``data``, each a nested run under one demo run."""
     import mlflow
 
@@ -42,7 +42,7 @@ def run_demo(teacher_model: str = "packaged", teacher_epochs: float = 1.0, max_l
                                                        epochs=teacher_epochs, seed=seed))
         labels_id = soft_labels.run(soft_labels.SoftLabelsConfig(teacher_run_id=teacher_id, data=data))
         results = experiment.run(experiment.StudentConfig(data=data, soft_labels_run_id=labels_id, arch="gru",
-                                                          hidden=hidden, seed=seed, mode="pair"))
+                                                          hidden=hidden, seed=seed, epochs=student_epochs, mode="pair"))
         teacher_metrics = mlflow.get_run(teacher_id).data.metrics
         table = pair_table({f"gru-{hidden}": results})
         mlflow.log_text(table, "results.md")
