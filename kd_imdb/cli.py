@@ -112,7 +112,7 @@ def ensemble_labels(runs: str, data: str, unsupervised: bool) -> None:
     """An ensemble teacher: the mean of several teachers' logits, logged as a soft-labels run."""
     from kd_imdb import linear_teacher as linear
 
-    click.echo(f"soft labels run: {linear.ensemble([r.strip() for r in runs.split(',') if r.strip()], data, unsupervised)}")
+    click.echo(f"soft labels run: {linear.ensemble(runs, data, unsupervised)}")
 
 
 def student_options(fn):
@@ -213,11 +213,11 @@ def study(**kwargs) -> None:
 @click.option("--study-name", "study_name", default="", help="Default: derived from the student and soft labels.")
 @click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
 @friendly_errors
-def sweep(workers: int, **kwargs) -> None:
+def sweep(**kwargs) -> None:
     """Search the KD temperature (and alpha) with Optuna, maximising validation accuracy."""
     from kd_imdb import sweep as sweep_mod
 
-    result = sweep_mod.run(sweep_mod.SweepConfig(**kwargs), workers=workers)
+    result = sweep_mod.run(sweep_mod.SweepConfig(**kwargs))
     click.echo(f"best {result['best_params']} (validation accuracy {result['best_val_accuracy']:.4f}); "
                f"trials {result['states']}; sweep run: {result['run_id']}")
 
@@ -254,8 +254,8 @@ def study_worker(storage: str, study_name: str) -> None:
     """Join a running study from another machine: train queued seed pairs until none is left."""
     from kd_imdb import grid, tracking
 
-    uri = tracking.setup_tracking()
-    click.echo(f"trained {grid.work(storage, study_name, uri)} seed pair(s)")
+    tracking.setup_tracking()
+    click.echo(f"trained {grid.join(storage, study_name)} seed pair(s)")
 
 
 @main.command()

@@ -130,6 +130,13 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
     return trained
 
 
+def join(storage: str, study_name: str) -> int:
+    """``kd-imdb study-worker``: train a shared study's queued pairs from another machine."""
+    import mlflow
+
+    return work(storage, study_name, mlflow.get_tracking_uri())
+
+
 def run_shared(cfg, items: list[dict], tracking_uri: str, study_id: str) -> None:
     """Queue the missing pairs, run ``cfg.workers`` local workers on the storage, wait for all pairs."""
     import multiprocessing as mp

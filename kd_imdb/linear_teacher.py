@@ -95,16 +95,18 @@ def run(cfg: LinearTeacherConfig) -> str:
         return run.info.run_id
 
 
-def ensemble(runs: list[str], data_source: str, unsupervised: bool = False) -> str:
+def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = False) -> str:
     """The ``ensemble_labels`` entry point: average the logits of several soft-labels runs (same data)."""
     from kd_imdb import tracking
     from kd_imdb.data import load_data
     from kd_imdb.soft_labels import load_for_data, log_soft_labels
 
+    if isinstance(runs, str):
+        runs = [r.strip() for r in runs.split(",") if r.strip()]
     if len(runs) < 2:
         raise ValueError("an ensemble needs at least two soft-labels run ids, comma-separated")
     tracking.setup_tracking("kd_imdb")
-    data = load_data(data_source, unsupervised=unsupervised)
+    data_source, data = data, load_data(data, unsupervised=unsupervised)
     with tracking.start_run(run_name="ensemble_labels", tags={"kd_imdb.stage": "soft_labels",
                                                                "kd_imdb.teacher": "ensemble"}) as run:
         tracking.log_params_once({"runs": ",".join(runs), "data": data_source, "unsupervised": unsupervised,

@@ -50,6 +50,7 @@ class SweepConfig:
     batch_size: int = 64
     storage: str = "sqlite:///optuna-sweep.db"
     study_name: str = ""  # default: derived from the student and soft labels
+    workers: int = 1  # local worker processes
 
     def __post_init__(self) -> None:
         if not self.soft_labels_run_id:
@@ -168,7 +169,7 @@ def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
     return out
 
 
-def run(cfg: SweepConfig, workers: int = 1) -> dict:
+def run(cfg: SweepConfig) -> dict:
     """The ``sweep`` entry point: the parent run, ``workers`` local worker processes, then the plots."""
     import multiprocessing as mp
 
@@ -183,11 +184,11 @@ def run(cfg: SweepConfig, workers: int = 1) -> dict:
         study.set_user_attr("config", asdict(cfg))  # what kd-imdb sweep-worker on another machine needs
         study.set_user_attr("parent_run_id", parent.info.run_id)
         mlflow.log_metric("trials_queued_now", queue_trials(study, cfg.n_trials))
-        if workers <= 1:
+        if cfg.workers <= 1:
             work(cfg, parent.info.run_id)
         else:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_spawned_work, args=(cfg, parent.info.run_id, uri)) for _ in range(workers)]
+            procs = [ctx.Process(target=_spawned_work, args=(cfg, parent.info.run_id, uri)) for _ in range(cfg.workers)]
             for p in procs:
                 p.start()
             for p in procs:

@@ -172,7 +172,13 @@ def config_class(subcommand: str):
     module, name = {"teacher": ("kd_imdb.teacher", "TeacherConfig"),
                     "soft-labels": ("kd_imdb.soft_labels", "SoftLabelsConfig"),
                     "student": ("kd_imdb.experiment", "StudentConfig"),
-                    "study": ("kd_imdb.study", "StudyConfig")}[subcommand]
+                    "study": ("kd_imdb.study", "StudyConfig"),
+                    "study-worker": ("kd_imdb.grid", "join"),
+                    "sweep": ("kd_imdb.sweep", "SweepConfig"),
+                    "sweep-worker": ("kd_imdb.sweep", "join"),
+                    "confirm": ("kd_imdb.sweep", "confirm"),
+                    "linear-teacher": ("kd_imdb.linear_teacher", "LinearTeacherConfig"),
+                    "ensemble-labels": ("kd_imdb.linear_teacher", "ensemble")}[subcommand]
     return getattr(importlib.import_module(module), name)
 
 
