@@ -248,6 +248,7 @@ def run(cfg: TeacherConfig) -> str:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
         model, tokenizer, history = fine_tune(cfg, data, log_fn=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({"train_seconds": history["train_seconds"], "train_reviews": history["train_reviews"]})
+        mlflow.set_tag("kd_imdb.resumed_from", history["resumed_from"] or "none")
         frames = []
         for split in ("validation", "test"):
             part = data.split(split)

@@ -125,3 +125,28 @@ def test_unreachable_tracking_server_is_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: tracking server")
     assert "unreachable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_teacher_rerun_resumes_from_its_checkpoint(pipeline, client):
+    """The same teacher config again finds its Trainer checkpoint and resumes instead of retraining."""
+    ckpt = str(pipeline["tmp"] / "checkpoints")
+    again = mlflow_run("teacher", ["-P", "model=tiny", "-P", "max_len=32", "-P", "epochs=1", "-P", "train_size=200",
+                                   "-P", "batch_size=16", "-P", f"checkpoint_dir={ckpt}"], pipeline["uri"], pipeline["tmp"])
+    first, second = client.get_run(pipeline["teacher"]), client.get_run(again)
+    assert first.data.tags["kd_imdb.resumed_from"] == "none"
+    assert "checkpoint-" in second.data.tags["kd_imdb.resumed_from"]
+    # resumed at the end of training: the same weights, so the same test logits and metrics
+    assert second.data.metrics["test_accuracy"] == first.data.metrics["test_accuracy"]
+    assert second.data.metrics["test_log_loss"] == pytest.approx(first.data.metrics["test_log_loss"], rel=1e-5)
+
+
+def test_onnx_int8_labelling_logs_its_agreement_with_fp32(pipeline, client):
+    proc = run_cli("soft-labels", "--teacher-run-id", pipeline["teacher"], "--onnx-int8", "true", "--cache-dir",
+                   str(pipeline["tmp"] / "int8"), env={"MLFLOW_TRACKING_URI": pipeline["uri"],
+                                                        "MLFLOW_EXPERIMENT_NAME": "e2e"}, cwd=pipeline["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = client.get_run(proc.stdout.strip().split()[-1])
+    assert run.data.tags["fingerprint.onnx_int8"] == "True"
+    assert 0.0 <= run.data.metrics["int8_mean_kl"] < 0.01
+    assert 0.5 <= run.data.metrics["int8_top1_agreement"] <= 1.0
+    assert run.data.metrics["label_reviews_per_s"] > 0
