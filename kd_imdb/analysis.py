@@ -55,7 +55,7 @@ def summarise(runs: pd.DataFrame, predictions: dict | None = None, baseline: str
                 pvals = []
                 for seed, (base_id, arm_id) in paired.iterrows():
                     if base_id in predictions and arm_id in predictions:
-                        a, b = predictions[base_id], predictions[arm_id].set_index("id").loc[predictions[base_id]["id"]]
+                        a, b = _aligned(predictions[base_id], predictions[arm_id])
                         pvals.append(stats.mcnemar(a["label"], a[["logit_0", "logit_1"]].to_numpy().argmax(1),
                                                    b[["logit_0", "logit_1"]].to_numpy().argmax(1))["pvalue"])
                 row["mcnemar_significant_pairs"] = int(np.sum(np.array(pvals) < 0.05))
@@ -67,6 +67,16 @@ def summarise(runs: pd.DataFrame, predictions: dict | None = None, baseline: str
         for arm, part in summary.groupby("arm"):  # Holm across configurations, per comparison
             summary.loc[part.index, "accuracy_holm_pvalue"] = stats.holm(part["accuracy_t_pvalue"].to_numpy())
     return summary
+
+
+def _aligned(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two arms' test predictions review by review. Both come from the same test split in the same order;
+    if not, join on the id (duplicated texts share an id, so keep one row per id)."""
+    if len(a) == len(b) and (a["id"].to_numpy() == b["id"].to_numpy()).all():
+        return a, b
+    a = a.drop_duplicates("id").set_index("id")
+    b = b.drop_duplicates("id").set_index("id").loc[a.index]
+    return a.reset_index(), b.reset_index()
 
 
 def _ci(row, key: str) -> str:

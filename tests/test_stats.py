@@ -40,3 +40,16 @@ def test_holm_by_hand():
     assert stats.holm([0.5, 0.6]).tolist() == pytest.approx([1.0, 1.0])
     out = stats.holm([np.nan, 0.01])
     assert np.isnan(out[0]) and out[1] == pytest.approx(0.01)
+
+
+def test_arms_are_aligned_review_by_review_even_with_duplicate_ids():
+    import pandas as pd
+
+    from kd_imdb.analysis import _aligned
+
+    a = pd.DataFrame({"id": ["x", "y", "x", "z"], "label": [1, 0, 1, 1], "logit_0": [0, 1, 0, 1], "logit_1": [1, 0, 1, 0]})
+    same, other = _aligned(a, a.copy())
+    assert len(same) == len(other) == 4
+    shuffled = a.iloc[[3, 2, 1, 0]].reset_index(drop=True)
+    left, right = _aligned(a, shuffled)
+    assert len(left) == len(right) == 3 and list(left["id"]) == list(right["id"])
