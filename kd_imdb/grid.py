@@ -87,7 +87,7 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
     import torch
 
     from kd_imdb import experiment
-    from kd_imdb.study import StudyConfig, _log_pair_summary, arm_runs, close_stale_runs
+    from kd_imdb.study import StudyConfig, arm_runs, close_stale_runs, train_missing_arms
 
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
@@ -118,11 +118,7 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
             if not prepared:
                 _, tok, splits = experiment.prepare(student, transfer="kd_transfer" in cfg.arm_list())
                 prepared.update(tok=tok, splits=splits)
-            with mlflow.start_run(run_id=item["pair_id"]):
-                for arm in missing:
-                    with mlflow.start_run(run_name=arm, nested=True):
-                        experiment.train_arm(student, arm, prepared["tok"], prepared["splits"])
-                _log_pair_summary(client, item["pair_id"])
+            train_missing_arms(student, item["pair_id"], missing, prepared["tok"], prepared["splits"])
             trained += 1
         return float(len(missing))  # the trial's value: arms trained here (0 = already done)
 

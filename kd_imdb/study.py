@@ -23,9 +23,8 @@ import json
 import logging
 import multiprocessing as mp
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 
 from kd_imdb.experiment import StudentConfig
@@ -181,11 +180,20 @@ def _worker(cfg: StudyConfig, items: "mp.Queue", tracking_uri: str) -> None:
             _, tok, splits = experiment.prepare(student, transfer="kd_transfer" in cfg.arm_list())
             prepared = (tok, splits)
         tok, splits = prepared
-        with mlflow.start_run(run_id=item["pair_id"]):
-            for arm in item["missing"]:
-                with mlflow.start_run(run_name=arm, nested=True):
-                    experiment.train_arm(student, arm, tok, splits)
-            _log_pair_summary(mlflow.tracking.MlflowClient(), item["pair_id"])
+        train_missing_arms(student, item["pair_id"], item["missing"], tok, splits)
+
+
+def train_missing_arms(student: StudentConfig, pair_id: str, missing: list[str], tok, splits: dict) -> None:
+    """Reopen the pair run, train each missing arm as a nested run, then summarise the pair."""
+    import mlflow
+
+    from kd_imdb import experiment
+
+    with mlflow.start_run(run_id=pair_id):
+        for arm in missing:
+            with mlflow.start_run(run_name=arm, nested=True):
+                experiment.train_arm(student, arm, tok, splits)
+        _log_pair_summary(mlflow.tracking.MlflowClient(), pair_id)
 
 
 def _die_with_parent() -> None:
