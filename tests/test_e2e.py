@@ -7,7 +7,6 @@ import re
 import subprocess
 
 import numpy as np
-import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 

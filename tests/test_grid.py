@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections import Counter
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, fresh_postgres_database, run_cli, start_mlflow_server
+from conftest import BIN, fresh_postgres_database, start_mlflow_server
 from test_study import SMALL, finished_cells, register_synthetic_soft_labels
 
 GRID = ["--grid", "gru:8,12;cnn:8", "--seeds", "2", "--register", "false", *SMALL]

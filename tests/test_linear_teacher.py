@@ -1,7 +1,5 @@
 """The linear and ensemble teachers write the soft-labels schema; students can distil from them."""
 import numpy as np
-import pandas as pd
-import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
