@@ -19,8 +19,12 @@ import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from kd_imdb.experiment import StudentConfig
 
@@ -221,7 +225,7 @@ def _spawned_work(cfg: SweepConfig, parent_run_id: str, uri: str) -> None:
     work(cfg, parent_run_id)
 
 
-def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
+def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> pd.DataFrame:
     """Retrain the sweep's best T (and alpha) with the study's paired-seed protocol on fresh seed pairs,
     next to T=2, and print KD at the best T against scratch and against KD at T=2 (CIs, paired tests).
 
