@@ -97,7 +97,7 @@ def save_student(directory: str | Path, model: torch.nn.Module, spec: StudentSpe
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(directory / "model.safetensors"))
     (directory / "config.json").write_text(json.dumps({**spec.to_dict(), "max_len": max_len}, indent=2))
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
@@ -147,7 +147,7 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> d
 
     from kd_imdb import tracking
     from kd_imdb.metrics import classification_metrics, prefixed
-    from kd_imdb.train import predict, train_student
+    from kd_imdb.train import predict, resolve_device, train_student
 
     tr, va, te = splits["train"], splits["validation"], splits["test"]
     mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm})
@@ -178,7 +178,7 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> d
         teacher = np.concatenate([tr["teacher"], un["teacher"]])
     tracking.log_params_once(params)
     model = build_student(cfg.spec, cfg.seed)  # identical initial weights in every arm
-    mlflow.set_tag("init_sha256", weights_sha256(model))
+    mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(resolve_device())})
     mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
     result = train_student(
         model, cfg.seed, train_seqs, train_labels, va["seqs"], va["labels"],

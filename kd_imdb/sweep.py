@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
 
 if TYPE_CHECKING:
@@ -74,13 +75,20 @@ class SweepConfig:
                              seed=self.seed, mode="kd", temperature=temperature, alpha=alpha)
 
 
-def load_study(cfg: SweepConfig) -> optuna.Study:
-    """Create or join the study (heartbeats: a killed worker's trial is marked FAILED and queued again)."""
+def load_study(cfg: SweepConfig, worker: int | None = 0) -> optuna.Study:
+    """Create or join the study (heartbeats: a killed worker's trial is marked FAILED and queued again).
+
+    Each worker samples with its own seed: workers sharing one seed draw the same temperatures, so
+    N workers would try each value N times. Local worker ``i`` seeds from (sampler_seed, i), which keeps
+    a one-worker sweep reproducible; a ``sweep-worker`` from another machine (``worker=None``) draws a
+    fresh seed.
+    """
     from kd_imdb.grid import make_storage
 
+    seed = None if worker is None else int(np.random.SeedSequence([cfg.sampler_seed, worker]).generate_state(1)[0])
     return optuna.create_study(
         study_name=cfg.study_name, storage=make_storage(cfg.storage), direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=cfg.sampler_seed),
+        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
 
@@ -133,18 +141,39 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
     return objective
 
 
-def work(cfg: SweepConfig, parent_run_id: str) -> None:
+def work(cfg: SweepConfig, parent_run_id: str, worker: int | None = 0) -> None:
     """Run queued trials until none is left (or ``timeout`` passes)."""
     from kd_imdb import experiment
     from kd_imdb.grid import drain
 
-    study = load_study(cfg)
+    study = load_study(cfg, worker)
     _, tok, splits = experiment.prepare(cfg.student(2.0, 1.0))
     drain(study, objective_for(cfg, tok, splits, parent_run_id), timeout=cfg.timeout or None)
 
 
+def plot_temperature_curve(study: optuna.Study):
+    """Validation accuracy against T for every finished trial: complete trials at their best epoch,
+    pruned ones at the best epoch they reached (hollow), so the curve does not hide what was pruned."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    for state, style in ((optuna.trial.TrialState.COMPLETE, dict(color="C0", label="complete")),
+                         (optuna.trial.TrialState.PRUNED, dict(facecolors="none", edgecolors="C1", label="pruned"))):
+        trials = [t for t in study.get_trials(deepcopy=False, states=(state,)) if t.intermediate_values]
+        if trials:
+            ax.scatter([t.params["temperature"] for t in trials], [max(t.intermediate_values.values()) for t in trials],
+                       **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("validation accuracy (best epoch reached)")
+    ax.set_title(study.study_name)
+    ax.legend()
+    return ax
+
+
 def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
-    """Optimisation history, validation accuracy against T (and alpha), parameter importances (PNG)."""
+    """Optimisation history, validation accuracy against T (all trials, and optuna's slice plot of the
+    complete ones, with alpha when swept), parameter importances (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,6 +187,7 @@ def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
              "val_accuracy_vs_params.png": lambda: ovm.plot_slice(study)}
     if len(complete) >= 2 and len(complete[0].params) >= 1:
         plots["param_importances.png"] = lambda: ovm.plot_param_importances(study)
+    plots["val_accuracy_vs_temperature.png"] = lambda: plot_temperature_curve(study)
     for name, make in plots.items():
         try:
             axes = make()
@@ -192,7 +222,7 @@ def run(cfg: SweepConfig) -> dict:
             work(cfg, parent.info.run_id)
         else:
             ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_spawned_work, args=(cfg, parent.info.run_id, uri)) for _ in range(cfg.workers)]
+            procs = [ctx.Process(target=_spawned_work, args=(cfg, parent.info.run_id, uri, i)) for i in range(cfg.workers)]
             for p in procs:
                 p.start()
             for p in procs:
@@ -213,16 +243,19 @@ def run(cfg: SweepConfig) -> dict:
 def join(storage: str, study_name: str) -> None:
     """``kd-imdb sweep-worker``: run a sweep's queued trials from another machine."""
     study = optuna.load_study(study_name=study_name, storage=storage)
-    work(SweepConfig(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"])
+    work(SweepConfig(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"], None)
 
 
-def _spawned_work(cfg: SweepConfig, parent_run_id: str, uri: str) -> None:
+def _spawned_work(cfg: SweepConfig, parent_run_id: str, uri: str, worker: int) -> None:
     import mlflow
     import torch
 
+    from kd_imdb.study import _die_with_parent
+
+    _die_with_parent()  # a local worker stops with its sweep (kd-imdb sweep-worker is for staying on)
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(uri)
-    work(cfg, parent_run_id)
+    work(cfg, parent_run_id, worker)
 
 
 def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> pd.DataFrame:

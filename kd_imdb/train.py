@@ -7,7 +7,7 @@ their loss.
 """
 from __future__ import annotations
 
-import copy
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -42,6 +42,17 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def resolve_device(device: str | None = None) -> torch.device:
+    """``device``, else $KD_IMDB_DEVICE, else CUDA when there is a GPU and the CPU otherwise.
+
+    The students are made for CPUs; a GPU, where there is one, only makes a study finish sooner.
+    """
+    name = device or os.environ.get("KD_IMDB_DEVICE", "auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def pad(seqs: list[np.ndarray]) -> torch.Tensor:
     """Token-id arrays -> [B, max length] int64, zero-padded at the end."""
     out = np.zeros((len(seqs), max(len(s) for s in seqs)), dtype=np.int64)
@@ -53,13 +64,14 @@ def pad(seqs: list[np.ndarray]) -> torch.Tensor:
 @torch.inference_mode()
 def predict(model: torch.nn.Module, seqs: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
     """Logits [n, 2] in input order; length-sorted batches, no randomness drawn."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     order = np.argsort([len(s) for s in seqs], kind="stable")
     out = np.zeros((len(seqs), 2), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        out[idx] = model(pad([seqs[i] for i in idx])).float().numpy()
+        out[idx] = model(pad([seqs[i] for i in idx]).to(device)).float().cpu().numpy()
     model.train(was_training)
     return out
 
@@ -82,6 +94,7 @@ def train_student(
     label_smoothing: float = 0.0,
     log_fn=None,
     desc: str = "student",
+    device: str | None = None,
 ) -> TrainResult:
     """Train ``model`` and return the weights of its best epoch by validation accuracy.
 
@@ -90,14 +103,17 @@ def train_student(
     ``label_smoothing``). Reviews labelled -1 (a transfer set) only feed the soft term. ``hard_epochs``
     more epochs on hard labels follow the KD epochs (the origin study's "extra training on hard
     targets"); the best epoch is then chosen among them. ``log_fn(metrics, epoch)`` gets the per-epoch
-    training loss and validation metrics.
+    training loss and validation metrics. The model trains on ``resolve_device(device)`` and stays there;
+    the returned weights are on the CPU.
     """
-    torch.manual_seed(seed)  # dropout stream
+    torch.manual_seed(seed)  # dropout stream (on a GPU too)
     rng = np.random.default_rng(seed)  # batch-order stream
+    device = resolve_device(device)
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     lengths = np.array([len(s) for s in train_seqs])
-    labels_t = torch.tensor(np.asarray(train_labels), dtype=torch.long)
-    teacher_t = None if teacher_logits is None else torch.as_tensor(teacher_logits, dtype=torch.float32)
+    labels_t = torch.tensor(np.asarray(train_labels), dtype=torch.long, device=device)
+    teacher_t = None if teacher_logits is None else torch.as_tensor(teacher_logits, dtype=torch.float32, device=device)
     best_acc, best_epoch, best_state, history = -1.0, 0, None, []
     t0 = time.time()
     for epoch in range(1, epochs + hard_epochs + 1):
@@ -106,8 +122,8 @@ def train_student(
         total, seen = 0.0, 0
         for idx in tqdm(length_bucketed_batches(lengths, batch_size, rng), desc=f"{desc} epoch {epoch}",
                         unit="batch", mininterval=10, leave=False):
-            logits = model(pad([train_seqs[i] for i in idx]))  # [B, 2]
-            idx_t = torch.from_numpy(idx)
+            logits = model(pad([train_seqs[i] for i in idx]).to(device))  # [B, 2]
+            idx_t = torch.from_numpy(idx).to(device)
             if soft and soft_loss == "mse":
                 loss = margin_mse_loss(logits, teacher_t[idx_t], labels_t[idx_t], alpha)
             elif soft:
@@ -129,5 +145,6 @@ def train_student(
         # would silently fall back to its KD weights.
         selectable = epoch > epochs if (hard_epochs and teacher_t is not None) else True
         if selectable and val["accuracy"] > best_acc:
-            best_acc, best_epoch, best_state = val["accuracy"], epoch, copy.deepcopy(model.state_dict())
+            best_acc, best_epoch = val["accuracy"], epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     return TrainResult(best_state, best_epoch, history, time.time() - t0)

@@ -46,6 +46,8 @@ def test_two_workers_run_exactly_the_requested_trials(sweep):
     assert len(finished) == 5
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers took trials
     assert all(1.0 <= t.params["temperature"] <= 20.0 for t in finished)
+    # each worker samples with its own seed: no temperature is tried twice
+    assert len({t.params["temperature"] for t in finished}) == len(finished)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
 
 
@@ -71,7 +73,7 @@ def test_sweep_artifacts_and_best(sweep):
     client, tmp = sweep["client"], sweep["tmp"]
     local = client.download_artifacts(sweep["run_id"], "sweep", str(tmp))
     files = set(os.listdir(local))
-    assert {"optimization_history.png", "val_accuracy_vs_params.png", "best.json"} <= files
+    assert {"optimization_history.png", "val_accuracy_vs_params.png", "val_accuracy_vs_temperature.png", "best.json"} <= files
     assert open(os.path.join(local, "optimization_history.png"), "rb").read(4) == b"\x89PNG"
     best = json.load(open(os.path.join(local, "best.json")))
     study = optuna.load_study(study_name="t-sweep", storage=sweep["storage"])

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from kd_imdb.students import StudentSpec, build_student
-from kd_imdb.train import length_bucketed_batches, pad, predict, train_student
+from kd_imdb.train import length_bucketed_batches, pad, predict, resolve_device, train_student
 
 
 def toy_task(n=96, seed=0):
@@ -74,3 +74,18 @@ def test_hard_epochs_select_among_hard_phase():
                            batch_size=16, teacher_logits=teacher, hard_epochs=1)
     assert len(result.history) == 3
     assert result.best_epoch == 3
+
+
+def test_resolve_device_prefers_argument_then_environment_then_hardware(monkeypatch):
+    monkeypatch.delenv("KD_IMDB_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device().type == expected
+    monkeypatch.setenv("KD_IMDB_DEVICE", "cpu")
+    assert resolve_device().type == "cpu"
+    assert resolve_device("meta").type == "meta"  # an explicit argument wins over the environment
+
+
+def test_trained_weights_come_back_on_the_cpu_and_match_the_model():
+    model, result = train_once()
+    assert all(t.device.type == "cpu" for t in result.state_dict.values())
+    assert result.state_dict.keys() == model.state_dict().keys()
