@@ -45,6 +45,11 @@ def seconds_per_review(cfg, splits, threads: int, reviews: int) -> tuple[float, 
     return train, (time.perf_counter() - t0) / reviews
 
 
+def run_seconds(epochs: int, n: dict, train: float, evaluate: float) -> float:
+    """One run: ``epochs`` x (train, then validate), then validation and test once more for the report."""
+    return epochs * (n["train"] * train + n["validation"] * evaluate) + (n["validation"] + n["test"]) * evaluate
+
+
 def wall(costs: list[float], workers: int) -> float:
     """Longest-first list scheduling of run costs on ``workers`` (what the study's queue does)."""
     loads = [0.0] * workers
@@ -75,9 +80,8 @@ def main(soft_labels_run_id: str, data: str, grid: str, reviews: int, workers: i
         s = cfg.student(configuration, 0)
         train1, eval1 = seconds_per_review(s, splits, 1, reviews)
         train2, eval2 = seconds_per_review(s, splits, 2, reviews)
-        evals = n["validation"] + n["test"]
-        run_1[configuration] = s.epochs * (n["train"] * train1 + n["validation"] * eval1) + evals * eval1
-        run_2[configuration] = s.epochs * (n["train"] * train2 + n["validation"] * eval2) + evals * eval2
+        run_1[configuration] = run_seconds(s.epochs, n, train1, eval1)
+        run_2[configuration] = run_seconds(s.epochs, n, train2, eval2)
         print(f"| {study.config_name(configuration)} | {s.epochs} | {1000 * train1:.2f} | {1000 * train2:.2f} | "
               f"{1000 * eval1:.2f} | {run_1[configuration]:.0f} | {run_2[configuration]:.0f} |")
 

@@ -178,14 +178,15 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> d
         teacher = np.concatenate([tr["teacher"], un["teacher"]])
     tracking.log_params_once(params)
     model = build_student(cfg.spec, cfg.seed)  # identical initial weights in every arm
-    mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(resolve_device())})
+    device = resolve_device()
+    mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(device)})
     mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
     result = train_student(
         model, cfg.seed, train_seqs, train_labels, va["seqs"], va["labels"],
         epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=teacher,
         temperature=cfg.temperature, alpha=cfg.alpha, hard_epochs=cfg.hard_epochs if arm == "kd_hard" else 0,
         soft_loss="mse" if arm == "kd_mse" else "kl", label_smoothing=smoothing,
-        log_fn=log_fn or log_epoch, desc=f"{cfg.arch}-{cfg.hidden} {arm}",
+        log_fn=log_fn or log_epoch, desc=f"{cfg.arch}-{cfg.hidden} {arm}", device=str(device),
     )
     model.load_state_dict(result.state_dict)
     val_logits, test_logits = predict(model, va["seqs"]), predict(model, te["seqs"])

@@ -170,7 +170,7 @@ def _worker(cfg: StudyConfig, items: "mp.Queue", tracking_uri: str) -> None:
 
     from kd_imdb import experiment
 
-    _die_with_parent()
+    die_with_parent()
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
     prepared = None
@@ -196,7 +196,7 @@ def train_missing_arms(student: StudentConfig, pair_id: str, missing: list[str],
         _log_pair_summary(mlflow.tracking.MlflowClient(), pair_id)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """On Linux, a worker gets SIGKILL when the study process dies (even by SIGKILL): an orphan would
     otherwise finish its arm after a rerun had already retrained it, and the cell would count twice."""
     import ctypes

@@ -250,9 +250,9 @@ def _spawned_work(cfg: SweepConfig, parent_run_id: str, uri: str, worker: int) -
     import mlflow
     import torch
 
-    from kd_imdb.study import _die_with_parent
+    from kd_imdb.study import die_with_parent
 
-    _die_with_parent()  # a local worker stops with its sweep (kd-imdb sweep-worker is for staying on)
+    die_with_parent()  # a local worker stops with its sweep (kd-imdb sweep-worker is for staying on)
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(uri)
     work(cfg, parent_run_id, worker)

@@ -76,7 +76,7 @@ stage() {  # stage NAME COMMAND...: run under the time that is left, then pack
     echo "=== $name rc=${PIPESTATUS[0]} wall_s=$(( $(date +%s) - t0 ))"
     pack
 }
-run_id() { sed -n "s/.*$1 run: \([0-9a-f]\{32\}\).*/\1/p" "$TR/$2.out" | tail -1; }
+run_id() { sed -n "s/.*$1 run: \([0-9a-f]\{32\}\).*/\1/p" "$TR/$2.out" 2>/dev/null | tail -1; }  # empty if the stage did not run
 
 stage labels $KD soft-labels --logits-file results/teacher_logits.parquet --data "$DATA" --unsupervised true
 LABELS=$(run_id "soft labels" labels)
