@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -79,11 +80,22 @@ def log_pyfunc(student_dir: str | Path, name: str = "model"):
     model = StudentModel()
     model.model, model.tokenizer, model.max_len = load_student(student_dir)
     signature = infer_signature(EXAMPLE, model.predict(None, EXAMPLE))
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=StudentModel(), artifacts={"student": str(student_dir)}, signature=signature,
-        input_example=EXAMPLE, code_paths=[str(Path(kd_imdb.__file__).parent)],
-        pip_requirements=["torch", "tokenizers", "safetensors", "pandas", "numpy", "mlflow"],
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        # The model needs the package's code, not its 1.4 MB demo sample or bytecode caches.
+        code = Path(tmp) / "kd_imdb"
+        shutil.copytree(Path(kd_imdb.__file__).parent, code, ignore=shutil.ignore_patterns("sample", "__pycache__"))
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=StudentModel(), artifacts={"student": str(student_dir)}, signature=signature,
+            input_example=EXAMPLE, code_paths=[str(code)], pip_requirements=model_requirements(),
+        )
+
+
+def model_requirements() -> list[str]:
+    """The served model's requirements, torch pinned to the version it was saved with: an unpinned
+    ``torch`` pulls a multi-GB CUDA build where a CPU student needs none of it."""
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}", "tokenizers", "safetensors", "pandas", "numpy", "mlflow"]
 
 
 def register_best(runs: pd.DataFrame, client) -> dict:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,21 @@ def test_registry_champion_is_best_by_validation(study, server_env):
         best = client.get_model_version_by_alias("kd-imdb-student", f"best-{arch}")
         part = runs[runs["arch"] == arch]
         assert best.run_id == part.loc[part["val_accuracy"].idxmax(), "run_id"]
+
+
+def test_registered_model_ships_code_without_the_sample(study, server_env):
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(server_env["MLFLOW_TRACKING_URI"])
+    local = Path(mlflow.artifacts.download_artifacts("models:/kd-imdb-student@champion", dst_path=str(study["tmp"] / "champion")))
+    code = local / "code" / "kd_imdb"
+    assert (code / "serving.py").is_file() and (code / "students.py").is_file()
+    assert not (code / "sample").exists() and not list(code.rglob("*.pyc"))
+    size = sum(f.stat().st_size for f in local.rglob("*") if f.is_file())
+    assert size < 2_000_000, size  # the weights of a tiny student and the code, not the 1.4 MB sample
+    requirements = (local / "requirements.txt").read_text().split()
+    assert f"torch=={torch.__version__.split('+')[0]}" in requirements
 
 
 def test_predict_cli_and_pyfunc_agree(study, server_env):
