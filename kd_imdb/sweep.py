@@ -120,10 +120,13 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         student = cfg.student(temperature, alpha)
 
+        last_epoch = student.epochs + student.hard_epochs
+
         def report(metrics: dict, epoch: int) -> None:
             experiment.log_epoch(metrics, epoch)
             trial.report(metrics["val_accuracy"], epoch)
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: the trial completes with its value.
+            if epoch < last_epoch and trial.should_prune():
                 raise optuna.TrialPruned(f"epoch {epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
 
         pruned = False

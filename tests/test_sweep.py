@@ -65,8 +65,10 @@ def test_every_trial_is_one_nested_mlflow_run(sweep):
             assert float(run.data.params["temperature"]) == pytest.approx(trial.params["temperature"])
             assert run.data.metrics["val_accuracy"] == pytest.approx(trial.value)
             assert len(client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) >= 2  # per epoch
+            assert max(trial.intermediate_values) == 2  # reported every epoch, the last one included
         elif trial.state == optuna.trial.TrialState.PRUNED:
             assert by_trial[trial.number].data.tags["optuna.state"] == "PRUNED"
+            assert max(trial.intermediate_values) < 2  # never pruned after its last epoch: nothing left to save
 
 
 def test_sweep_artifacts_and_best(sweep):
