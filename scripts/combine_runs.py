@@ -1,0 +1,71 @@
+"""Paired comparisons across studies, from their runs.csv files (figures for RESULTS.md).
+
+    python scripts/combine_runs.py results/study_arms_gru32/runs.csv \
+        results/teachers_gru32/linear/runs.csv:kd=kd_linear results/teachers_gru32/ensemble/runs.csv:kd=kd_ensemble \
+        [--baseline scratch] [--arms kd,kd_linear]
+
+Each file may rename its arms (``path:old=new,old=new``): the KD arm of a study distilled from the linear
+teacher becomes ``kd_linear``. Training on a CPU is deterministic, so a seed's scratch student is the same
+run in every study that trains it, and arms trained by different studies (in different sessions) are paired
+exactly. The script checks that: a (student, seed, arm) found in two files must have the same test
+metrics, or it stops, because those studies are not paired (another device, data or version).
+
+``--baseline`` picks the arm every other arm is compared with (``label_smoothing`` asks "is KD more than
+label smoothing?" directly). McNemar needs each run's test predictions, which runs.csv does not hold, so
+that column stays empty; the study's own results.md has it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import pandas as pd
+
+from kd_imdb.analysis import markdown_table, summarise
+
+KEY = ["arch", "hidden", "seed", "arm"]
+CHECKED = ["test_accuracy", "test_log_loss"]
+
+
+def read(spec: str) -> pd.DataFrame:
+    """A runs.csv, its arms renamed as ``path:old=new,...`` says."""
+    path, _, renames = spec.partition(":")
+    runs = pd.read_csv(path)
+    mapping = dict(pair.split("=", 1) for pair in renames.split(",") if pair)
+    return runs.assign(arm=runs["arm"].replace(mapping), source=path)
+
+
+def combine(specs: list[str]) -> pd.DataFrame:
+    """One row per (student, seed, arm); raises ValueError if two files disagree on one."""
+    runs = pd.concat([read(s) for s in specs], ignore_index=True)
+    for key, group in runs.groupby(KEY):
+        values = group[CHECKED].to_numpy(dtype=float)
+        if not np.allclose(values, values[0], rtol=0, atol=1e-9):
+            raise ValueError(f"{key} differs between {list(group['source'])} ({group['test_accuracy'].tolist()}): "
+                             "those studies are not paired; combine only runs of one device and version")
+    return runs.drop_duplicates(KEY).reset_index(drop=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", help="runs.csv files, each optionally path:old=new,...")
+    parser.add_argument("--baseline", default="scratch", help="the arm every other arm is compared with")
+    parser.add_argument("--arms", default="", help="comma-separated arms to compare (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        runs = combine(args.files)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.arms:
+        runs = runs[runs["arm"].isin([args.baseline, *args.arms.split(",")])]
+    if args.baseline not in set(runs["arm"]):
+        print(f"error: no run of the baseline arm {args.baseline!r}; arms: {sorted(set(runs['arm']))}", file=sys.stderr)
+        return 2
+    print(markdown_table(summarise(runs, baseline=args.baseline)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

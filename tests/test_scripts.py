@@ -1,0 +1,44 @@
+"""scripts/combine_runs.py on the committed runs of the GRU-32 studies (no training)."""
+from __future__ import annotations
+
+import importlib.util
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("combine_runs", ROOT / "scripts" / "combine_runs.py")
+combine_runs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(combine_runs)
+
+ARMS = ROOT / "results" / "study_arms_gru32" / "runs.csv"
+LINEAR = ROOT / "results" / "teachers_gru32" / "linear"
+
+
+def test_combined_studies_give_each_study_its_own_figures():
+    runs = combine_runs.combine([str(ARMS), f"{LINEAR / 'runs.csv'}:kd=kd_linear"])
+    # scratch of seeds 0-2 is in both files (the same runs: CPU training is deterministic): kept once
+    assert sorted(runs.loc[runs["arm"] == "scratch", "seed"]) == [0, 1, 2]
+    assert set(runs["arm"]) == {"scratch", "kd", "label_smoothing", "shuffled", "kd_mse", "kd_transfer", "kd_linear"}
+    summary = combine_runs.summarise(runs).set_index("arm")
+    own = pd.read_csv(LINEAR / "summary.csv").set_index("arm").loc["kd"]  # the linear study's own analysis
+    assert summary.loc["kd_linear", "accuracy_diff"] == pytest.approx(own["accuracy_diff"], abs=1e-12)
+    assert summary.loc["kd_linear", "accuracy_t_pvalue"] == pytest.approx(own["accuracy_t_pvalue"], rel=1e-9)
+
+
+def test_kd_against_label_smoothing_is_the_paired_difference(capsys):
+    assert combine_runs.main([str(ARMS), "--baseline", "label_smoothing", "--arms", "kd"]) == 0
+    out = capsys.readouterr().out
+    runs = pd.read_csv(ARMS).pivot(index="seed", columns="arm", values="test_accuracy")
+    diff = (runs["kd"] - runs["label_smoothing"]).mean()
+    assert f"{diff:+.3f}" in out and "kd vs label_smoothing" in out and "kd_mse" not in out
+
+
+def test_unpaired_studies_are_refused(tmp_path, capsys):
+    other = pd.read_csv(LINEAR / "runs.csv")
+    other.loc[other["arm"] == "scratch", "test_accuracy"] += 0.001  # as if trained on another device
+    other.to_csv(tmp_path / "runs.csv", index=False)
+    assert combine_runs.main([str(ARMS), str(tmp_path / "runs.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "not paired" in err and err.count("\n") == 1
