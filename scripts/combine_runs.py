@@ -2,7 +2,7 @@
 
     python scripts/combine_runs.py results/study_arms_gru32/runs.csv \
         results/teachers_gru32/linear/runs.csv:kd=kd_linear results/teachers_gru32/ensemble/runs.csv:kd=kd_ensemble \
-        [--baseline scratch] [--arms kd,kd_linear]
+        [--baseline scratch] [--arms kd,kd_linear] [--compact]
 
 Each file may rename its arms (``path:old=new,old=new``): the KD arm of a study distilled from the linear
 teacher becomes ``kd_linear``. Training on a CPU is deterministic, so a seed's scratch student is the same
@@ -11,7 +11,7 @@ exactly. The script checks that: a (student, seed, arm) found in two files must 
 metrics, or it stops, because those studies are not paired (another device, data or version).
 
 ``--baseline`` picks the arm every other arm is compared with (``label_smoothing`` asks "is KD more than
-label smoothing?" directly). McNemar needs each run's test predictions, which runs.csv does not hold, so
+label smoothing?" directly); ``--compact`` prints one table, a row per student and arm. McNemar needs each run's test predictions, which runs.csv does not hold, so
 that column stays empty; the study's own results.md has it.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from kd_imdb.analysis import markdown_table, summarise
+from kd_imdb.stats import holm
 
 KEY = ["arch", "hidden", "seed", "arm"]
 CHECKED = ["test_accuracy", "test_log_loss"]
@@ -47,11 +48,32 @@ def combine(specs: list[str]) -> pd.DataFrame:
     return runs.drop_duplicates(KEY).reset_index(drop=True)
 
 
+def compact_table(summary: pd.DataFrame) -> str:
+    """One row per (student, arm): test accuracy with its CI, and the paired difference from the baseline.
+    Holm's correction runs over every comparison in the table (all students and arms: one family)."""
+    base = summary["baseline"].iloc[0]
+    summary = summary.assign(accuracy_holm_pvalue=holm(summary["accuracy_t_pvalue"].to_numpy()))
+    out = [f"| student | arm | seed pairs | test accuracy | Δ vs {base} | p | p (Holm, all rows) | ECE |", "|---" * 8 + "|"]
+    for (arch, hidden), part in summary.groupby(["arch", "hidden"], sort=False):
+        first = part.iloc[0]
+        out.append(f"| {arch.upper()}-{hidden} | {base} | {int(first['n_pairs'])} | "
+                   f"{first[f'accuracy_{base}']:.4f} [{first[f'accuracy_{base}_low']:.4f}, {first[f'accuracy_{base}_high']:.4f}] "
+                   f"| | | | {first.get(f'ece_{base}', np.nan):.3f} |")
+        for _, r in part.iterrows():
+            arm = r["arm"]
+            out.append(f"| {arch.upper()}-{hidden} | {arm} | {int(r['n_pairs'])} | "
+                       f"{r[f'accuracy_{arm}']:.4f} [{r[f'accuracy_{arm}_low']:.4f}, {r[f'accuracy_{arm}_high']:.4f}] | "
+                       f"{r['accuracy_diff']:+.4f} [{r['accuracy_diff_low']:+.4f}, {r['accuracy_diff_high']:+.4f}] | "
+                       f"{r['accuracy_t_pvalue']:.3g} | {r['accuracy_holm_pvalue']:.3g} | {r.get(f'ece_{arm}', np.nan):.3f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", help="runs.csv files, each optionally path:old=new,...")
     parser.add_argument("--baseline", default="scratch", help="the arm every other arm is compared with")
     parser.add_argument("--arms", default="", help="comma-separated arms to compare (default: all)")
+    parser.add_argument("--compact", action="store_true", help="one table, a row per student and arm")
     args = parser.parse_args(argv)
     try:
         runs = combine(args.files)
@@ -63,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline not in set(runs["arm"]):
         print(f"error: no run of the baseline arm {args.baseline!r}; arms: {sorted(set(runs['arm']))}", file=sys.stderr)
         return 2
-    print(markdown_table(summarise(runs, baseline=args.baseline)))
+    summary = summarise(runs, baseline=args.baseline)
+    print(compact_table(summary) if args.compact else markdown_table(summary))
     return 0
 
 

@@ -42,3 +42,13 @@ def test_unpaired_studies_are_refused(tmp_path, capsys):
     assert combine_runs.main([str(ARMS), str(tmp_path / "runs.csv")]) == 2
     err = capsys.readouterr().err
     assert "not paired" in err and err.count("\n") == 1
+
+
+def test_compact_table_corrects_over_all_its_rows(capsys):
+    assert combine_runs.main([str(ARMS), "--compact", "--arms", "kd,label_smoothing"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[1] for r in rows] == ["scratch", "kd", "label_smoothing"]
+    p = {r[1]: float(r[5]) for r in rows[1:]}
+    holm = {r[1]: float(r[6]) for r in rows[1:]}
+    assert holm["kd"] == pytest.approx(min(1.0, 2 * min(p.values())), rel=1e-2)  # the smaller p, times 2
+    assert holm["label_smoothing"] == pytest.approx(max(holm["kd"], max(p.values())), rel=1e-2)
