@@ -5,10 +5,11 @@
         [--baseline scratch] [--arms kd,kd_linear] [--compact]
 
 Each file may rename its arms (``path:old=new,old=new``): the KD arm of a study distilled from the linear
-teacher becomes ``kd_linear``. Training on a CPU is deterministic, so a seed's scratch student is the same
-run in every study that trains it, and arms trained by different studies (in different sessions) are paired
-exactly. The script checks that: a (student, seed, arm) found in two files must have the same test
-metrics, or it stops, because those studies are not paired (another device, data or version).
+teacher becomes ``kd_linear``. Training on one CPU is repeatable, so a seed's scratch student is the same
+run in every study that trains it there, and arms trained by different studies are paired exactly. Not
+across every machine, though (other SIMD kernels give other floats), so the script checks it: a (student,
+seed, arm) found in two files must have the same test metrics, or it stops, because those studies are not
+paired (another machine, device, data or version).
 
 ``--baseline`` picks the arm every other arm is compared with (``label_smoothing`` asks "is KD more than
 label smoothing?" directly); ``--compact`` prints one table, a row per student and arm. McNemar needs each run's test predictions, which runs.csv does not hold, so
