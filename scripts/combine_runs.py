@@ -12,8 +12,9 @@ seed, arm) found in two files must have the same test metrics, or it stops, beca
 paired (another machine, device, data or version).
 
 ``--baseline`` picks the arm every other arm is compared with (``label_smoothing`` asks "is KD more than
-label smoothing?" directly); ``--compact`` prints one table, a row per student and arm. McNemar needs each run's test predictions, which runs.csv does not hold, so
-that column stays empty; the study's own results.md has it.
+label smoothing?" directly); ``--compact`` prints one table, a row per student and arm. McNemar needs
+each run's test predictions, which runs.csv does not hold, so that column stays empty; the study's own
+results.md has it.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def combine(specs: list[str]) -> pd.DataFrame:
         values = group[CHECKED].to_numpy(dtype=float)
         if not np.allclose(values, values[0], rtol=0, atol=1e-9):
             raise ValueError(f"{key} differs between {list(group['source'])} ({group['test_accuracy'].tolist()}): "
-                             "those studies are not paired; combine only runs of one device and version")
+                             "those studies are not paired; combine only runs of one machine, device and version")
     return runs.drop_duplicates(KEY).reset_index(drop=True)
 
 
