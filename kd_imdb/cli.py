@@ -166,8 +166,8 @@ def student(**kwargs) -> None:
 @click.option("--finetune-hard-epochs", "finetune_hard_epochs", default=0, show_default=True, type=int,
               help="Adds a third arm: KD, then this many epochs on hard labels.")
 @click.option("--arms", default="scratch,kd", show_default=True,
-              help="Arms of every seed pair: scratch,kd,kd_mse,kd_transfer,shuffled,label_smoothing (kd_hard via "
-                   "--finetune-hard-epochs).")
+              help="Arms of every seed pair: scratch,kd,kd_mse,kd_transfer,shuffled,label_smoothing,kd@NAME (see "
+                   "--teachers; kd_hard via --finetune-hard-epochs).")
 @click.option("--temperature", default=2.0, show_default=True, type=float)
 @click.option("--alpha", default=1.0, show_default=True, type=float)
 @click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)
@@ -180,6 +180,8 @@ def student(**kwargs) -> None:
               help="Register the best student (by validation accuracy) as kd-imdb-student@champion.")
 @click.option("--storage", default="", help="Optuna RDB URL (e.g. postgresql://user@host/db): workers on other "
               "machines join with kd-imdb study-worker. Empty: local workers only.")
+@click.option("--teachers", default="", help="More soft_labels runs as NAME=RUN_ID,...; the arm kd@NAME distils "
+              "from teacher NAME (e.g. --teachers linear=RUN_ID --arms scratch,kd,kd@linear).")
 @friendly_errors
 def study(**kwargs) -> None:
     """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""

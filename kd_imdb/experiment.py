@@ -31,6 +31,8 @@ ARMS = {
     "shuffled": "KD from the teacher's logits permuted across reviews (a control: right marginals, no knowledge)",
     "label_smoothing": "cross-entropy with label smoothing matched to the teacher's mean confidence (teacher-free)",
 }
+# Plus "kd@NAME": the KD loss with another teacher's soft labels (``teachers`` = "NAME=RUN_ID,..."), so
+# that one study compares teachers against one shared scratch arm.
 MODES = ("pair", *ARMS)
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
 
@@ -55,12 +57,14 @@ class StudentConfig:
     alpha: float = 1.0
     hard_epochs: int = 0
     val_fraction: float = 0.1
+    teachers: str = ""  # more soft_labels runs for the kd@NAME arms: "NAME=RUN_ID,NAME=RUN_ID"
 
     def __post_init__(self) -> None:
         problems = []
         StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim, vocab_size=self.vocab_size)
-        if self.mode not in MODES:
-            problems.append(f"mode must be one of {MODES}, got {self.mode!r}")
+        teachers = self.teacher_runs()  # validates the teachers string
+        if self.mode not in MODES and not (self.mode.startswith("kd@") and self.mode[3:] in teachers):
+            problems.append(f"mode must be one of {MODES} or kd@NAME with NAME in teachers, got {self.mode!r}")
         if self.mode != "scratch" and not self.soft_labels_run_id:
             problems.append(f"mode {self.mode!r} needs soft_labels_run_id (run the soft_labels entry point first)")
         if self.temperature <= 0:
@@ -75,6 +79,16 @@ class StudentConfig:
             raise ValueError("; ".join(problems))
         if self.epochs == 0:
             self.epochs = ORIGIN_EPOCHS[self.arch]
+
+    def teacher_runs(self) -> dict[str, str]:
+        """``"linear=abc,ensemble=def"`` -> {"linear": "abc", "ensemble": "def"}."""
+        out = {}
+        for part in filter(None, (p.strip() for p in self.teachers.split(","))):
+            name, _, run_id = part.partition("=")
+            if not name.strip() or not run_id.strip() or name.strip() in out:
+                raise ValueError(f"teachers {self.teachers!r} is malformed; write it like 'linear=RUN_ID,ensemble=RUN_ID'")
+            out[name.strip()] = run_id.strip()
+        return out
 
     @property
     def spec(self) -> StudentSpec:
@@ -112,6 +126,7 @@ def prepare(cfg: StudentConfig, transfer: bool = False):
 
     data = load_data(cfg.data, cfg.val_fraction, seed=0, unsupervised=transfer)
     teacher = load_for_data(cfg.soft_labels_run_id, data).to_numpy(np.float32) if cfg.soft_labels_run_id else None
+    others = {name: load_for_data(run_id, data).to_numpy(np.float32) for name, run_id in cfg.teacher_runs().items()}
     if transfer and np.isnan(teacher[(data.frame["split"] == "unsupervised").to_numpy()]).any():
         raise SoftLabelsError(f"soft labels of run {cfg.soft_labels_run_id} lack the unlabelled reviews the "
                               "transfer set needs; run soft_labels with unsupervised=true")
@@ -125,6 +140,7 @@ def prepare(cfg: StudentConfig, transfer: bool = False):
             "labels": part["label"].to_numpy(),
             "ids": part["id"].to_numpy(),
             "teacher": None if teacher is None else teacher[mask],
+            "teachers": {name: logits[mask] for name, logits in others.items()},  # for the kd@NAME arms
         }
     return data, tok, splits
 
@@ -140,7 +156,8 @@ def log_epoch(metrics: dict, epoch: int) -> None:
 def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> dict:
     """Train one arm, logging into the active MLflow run; return its metrics.
 
-    ``arm`` is one of ``ARMS``. ``log_fn(metrics, epoch)``
+    ``arm`` is one of ``ARMS`` or ``kd@NAME`` (KD from the teacher ``NAME`` of ``cfg.teachers``; teacher
+    agreement stays measured against the main teacher). ``log_fn(metrics, epoch)``
     replaces the per-epoch logging (the sweep reports to Optuna there and may stop the run).
     """
     import mlflow
@@ -176,6 +193,9 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> d
         train_seqs = list(tr["seqs"]) + list(un["seqs"])
         train_labels = np.concatenate([tr["labels"], np.full(len(un["seqs"]), -1)])  # -1: soft term only
         teacher = np.concatenate([tr["teacher"], un["teacher"]])
+    elif arm.startswith("kd@"):
+        teacher = tr["teachers"][arm[3:]]
+        mlflow.set_tag("kd_imdb.teacher_run_id", cfg.teacher_runs()[arm[3:]])
     tracking.log_params_once(params)
     model = build_student(cfg.spec, cfg.seed)  # identical initial weights in every arm
     device = resolve_device()

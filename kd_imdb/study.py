@@ -57,6 +57,7 @@ class StudyConfig:
     workers: int = 2
     register: bool = True  # register the best student (by validation accuracy) in the model registry
     storage: str = ""  # an Optuna RDB URL: workers on several machines share the grid through it
+    teachers: str = ""  # more soft_labels runs, "NAME=RUN_ID,...", distilled by the arms kd@NAME
 
     def __post_init__(self) -> None:
         if not self.soft_labels_run_id:
@@ -66,10 +67,11 @@ class StudyConfig:
         self.configurations()  # validates the grid
         from kd_imdb.experiment import ARMS
 
-        unknown = [a for a in self.arm_list() if a not in ARMS]
+        teachers = self.student(("gru", 16), 0).teacher_runs()  # also validates the student parameters
+        unknown = [a for a in self.arm_list() if a not in ARMS and not (a.startswith("kd@") and a[3:] in teachers)]
         if unknown or "scratch" not in self.arm_list():
-            raise ValueError(f"arms must include scratch and come from {list(ARMS)}; got {self.arms!r}")
-        self.student(("gru", 16), 0)  # validates the student parameters
+            raise ValueError(f"arms must include scratch and come from {list(ARMS)} or kd@NAME with NAME in "
+                             f"--teachers; got {self.arms!r} (teachers {self.teachers!r})")
 
     def configurations(self) -> list[tuple[str, int]]:
         """``"gru:16,32;cnn:64"`` -> [("gru", 16), ("gru", 32), ("cnn", 64)]."""
@@ -90,7 +92,7 @@ class StudyConfig:
                              embedding_dim=self.embedding_dim, vocab_size=self.vocab_size, max_len=self.max_len,
                              epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed, mode="pair",
                              temperature=self.temperature, alpha=self.alpha,
-                             hard_epochs=self.finetune_hard_epochs)
+                             hard_epochs=self.finetune_hard_epochs, teachers=self.teachers)
 
     def arm_list(self) -> tuple[str, ...]:
         """The arms of every seed pair; ``kd_hard`` joins when ``finetune_hard_epochs`` is set."""
@@ -102,6 +104,8 @@ class StudyConfig:
     def key(self) -> str:
         """What makes two studies the same study (the number of workers does not)."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("workers", "register", "storage")}
+        if not fields["teachers"]:  # studies from before the teachers option keep their key
+            del fields["teachers"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -214,7 +218,8 @@ def _log_pair_summary(client, pair_id: str) -> None:
     run = client.get_run(pair_id)
     arms = arm_runs(client, run.info.experiment_id, pair_id)
     m = {a: r.data.metrics for a, r in arms.items() if r.info.status == FINISHED}
-    mlflow.log_metrics({f"{a}_test_accuracy": m[a]["test_accuracy"] for a in m})
+    # Metric keys allow no "@": kd@linear logs kd.linear_test_accuracy.
+    mlflow.log_metrics({f"{a.replace('@', '.')}_test_accuracy": m[a]["test_accuracy"] for a in m})
     if {"scratch", "kd"} <= set(m):
         mlflow.log_metric("kd_minus_scratch_test_accuracy", m["kd"]["test_accuracy"] - m["scratch"]["test_accuracy"])
 

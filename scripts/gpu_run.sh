@@ -25,7 +25,7 @@ EPOCHS=${EPOCHS:-0}  # 0 = the origin's 4 (GRU) / 3 (CNN)
 CONFIRM_SEEDS=${CONFIRM_SEEDS:-5}
 ARMS_SEEDS=${ARMS_SEEDS:-3}
 ARMS_GRID=${ARMS_GRID:-"gru:32,256;cnn:256"}
-STAGES=${STAGES:-"labels linear study sweep_gru sweep_cnn confirm_gru confirm_cnn arms ensemble arms_linear arms_ensemble"}
+STAGES=${STAGES:-"labels linear study sweep_gru sweep_cnn confirm_gru confirm_cnn ensemble arms"}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 KD_IMDB_DEVICE=${KD_IMDB_DEVICE:-auto}
 mkdir -p "$OUT" "$TR"
 exec > >(tee -a "$OUT/gpu_run.log") 2>&1
@@ -99,15 +99,14 @@ stage sweep_cnn $KD sweep --soft-labels-run-id "$LABELS" --data "$DATA" --arch c
 SWEEP_GRU=$(run_id "sweep" sweep_gru); SWEEP_CNN=$(run_id "sweep" sweep_cnn)
 [ -n "$SWEEP_GRU" ] && stage confirm_gru $KD confirm --sweep-run-id "$SWEEP_GRU" --seeds "$CONFIRM_SEEDS" --workers "$WORKERS"
 [ -n "$SWEEP_CNN" ] && stage confirm_cnn $KD confirm --sweep-run-id "$SWEEP_CNN" --seeds "$CONFIRM_SEEDS" --workers "$WORKERS"
-# Issue 5: control arms and the transfer set, then the linear and ensemble teachers.
-stage arms $KD study --soft-labels-run-id "$LABELS" --data "$DATA" --grid "$ARMS_GRID" --seeds "$ARMS_SEEDS" --workers "$WORKERS" --epochs "$EPOCHS" \
-    --arms scratch,kd,label_smoothing,shuffled,kd_mse,kd_transfer --register false
+# Issue 5: control arms, the transfer set and the linear and ensemble teachers (arms kd@linear and
+# kd@ensemble), all in one study so that every arm shares one scratch arm.
 [ -n "$LINEAR_PID" ] && { wait "$LINEAR_PID"; echo "=== linear: $(tail -1 "$TR/linear.out")"; pack; }
 LINEAR=$(run_id "soft labels" linear)
 [ -n "$LINEAR" ] && stage ensemble $KD ensemble-labels --runs "$LABELS,$LINEAR" --data "$DATA" --unsupervised true
 ENSEMBLE=$(run_id "soft labels" ensemble)
-[ -n "$LINEAR" ] && stage arms_linear $KD study --soft-labels-run-id "$LINEAR" --data "$DATA" --grid "$ARMS_GRID" \
-    --seeds "$ARMS_SEEDS" --workers "$WORKERS" --epochs "$EPOCHS" --arms scratch,kd --register false
-[ -n "$ENSEMBLE" ] && stage arms_ensemble $KD study --soft-labels-run-id "$ENSEMBLE" --data "$DATA" --grid "$ARMS_GRID" \
-    --seeds "$ARMS_SEEDS" --workers "$WORKERS" --epochs "$EPOCHS" --arms scratch,kd --register false
+TEACHERS=$(echo "${LINEAR:+linear=$LINEAR},${ENSEMBLE:+ensemble=$ENSEMBLE}" | sed 's/^,//; s/,$//')
+TEACHER_ARMS=$(echo "${LINEAR:+,kd@linear}${ENSEMBLE:+,kd@ensemble}")
+stage arms $KD study --soft-labels-run-id "$LABELS" --data "$DATA" --grid "$ARMS_GRID" --seeds "$ARMS_SEEDS" --workers "$WORKERS" --epochs "$EPOCHS" \
+    --arms "scratch,kd,label_smoothing,shuffled,kd_mse,kd_transfer$TEACHER_ARMS" --teachers "$TEACHERS" --register false
 echo "done at $(( $(date +%s) - START )) s"

@@ -25,20 +25,29 @@ def arms_study(mlflow_server, tmp_path_factory):
     proc = run_cli("soft-labels", "--logits-file", str(tmp / "logits.parquet"), "--unsupervised", "true", env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     labels_run = proc.stdout.strip().split()[-1]
+    # Two more teachers for the kd@NAME arms: a copy of the main one and its mirror image.
+    teachers = {}
+    for name, sign in (("same", 1.0), ("flipped", -1.0)):
+        other = frame.assign(logit_0=sign * frame["logit_0"], logit_1=sign * frame["logit_1"])
+        write_logits(other, {"teacher_run_id": name, "data_hash": data.content_hash}, tmp / f"{name}.parquet")
+        proc = run_cli("soft-labels", "--logits-file", str(tmp / f"{name}.parquet"), env=env, cwd=tmp)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        teachers[name] = proc.stdout.strip().split()[-1]
     proc = run_cli("study", "--soft-labels-run-id", labels_run, "--grid", "gru:8", "--seeds", "1", "--workers", "1",
-                   "--arms", "scratch,kd,kd_mse,shuffled,label_smoothing,kd_transfer", "--register", "false",
+                   "--arms", "scratch,kd,kd_mse,shuffled,label_smoothing,kd_transfer,kd@same,kd@flipped",
+                   "--teachers", ",".join(f"{k}={v}" for k, v in teachers.items()), "--register", "false",
                    "--epochs", "1", "--max-len", "48", "--vocab-size", "1500", "--embedding-dim", "16", env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(mlflow_server)
     study_id = proc.stdout.strip().split()[-1]
     runs = client.search_runs([client.get_run(study_id).info.experiment_id], "tags.`kd_imdb.arm` != ''")
     return {"runs": {r.data.tags["kd_imdb.arm"]: r for r in runs}, "data": data, "frame": frame,
-            "client": client, "study_id": study_id, "tmp": tmp}
+            "client": client, "study_id": study_id, "tmp": tmp, "teachers": teachers}
 
 
 def test_every_arm_starts_from_the_scratch_weights(arms_study):
     runs = arms_study["runs"]
-    assert set(runs) == {"scratch", "kd", "kd_mse", "shuffled", "label_smoothing", "kd_transfer"}
+    assert set(runs) == {"scratch", "kd", "kd_mse", "shuffled", "label_smoothing", "kd_transfer", "kd@same", "kd@flipped"}
     assert len({r.data.tags["init_sha256"] for r in runs.values()}) == 1
     assert all(r.info.status == "FINISHED" for r in runs.values())
 
@@ -61,12 +70,34 @@ def test_transfer_set_adds_the_unlabelled_reviews(arms_study):
 
 def test_arms_differ_only_in_their_loss(arms_study):
     losses = {arm: arms_study["client"].get_metric_history(r.info.run_id, "epoch_train_loss")[0].value
-              for arm, r in arms_study["runs"].items()}
+              for arm, r in arms_study["runs"].items() if arm != "kd@same"}
     assert len(set(np.round(list(losses.values()), 8))) == len(losses)  # every arm trained differently
 
 
 def test_summary_compares_every_arm_with_scratch(arms_study):
     local = arms_study["client"].download_artifacts(arms_study["study_id"], "results/summary.csv", str(arms_study["tmp"]))
     summary = pd.read_csv(local)
-    assert set(summary["arm"]) == {"kd", "kd_mse", "shuffled", "label_smoothing", "kd_transfer"}
+    assert set(summary["arm"]) == {"kd", "kd_mse", "shuffled", "label_smoothing", "kd_transfer", "kd@same", "kd@flipped"}
     assert (summary["baseline"] == "scratch").all()
+
+
+def test_kd_from_another_teacher_uses_that_teachers_labels(arms_study):
+    runs, teachers = arms_study["runs"], arms_study["teachers"]
+    history = {arm: [m.value for m in arms_study["client"].get_metric_history(runs[arm].info.run_id, "epoch_train_loss")]
+               for arm in ("kd", "kd@same", "kd@flipped")}
+    # A copy of the main teacher trains the very same student; its mirror image trains another one.
+    assert history["kd@same"] == history["kd"]
+    assert runs["kd@same"].data.metrics["test_accuracy"] == runs["kd"].data.metrics["test_accuracy"]
+    assert history["kd@flipped"] != history["kd"]
+    assert runs["kd@flipped"].data.tags["kd_imdb.teacher_run_id"] == teachers["flipped"]
+    assert runs["kd@same"].data.tags["kd_imdb.teacher_run_id"] == teachers["same"]
+
+
+def test_unknown_teacher_arm_is_refused():
+    from kd_imdb.study import StudyConfig
+
+    with pytest.raises(ValueError, match="kd@NAME"):
+        StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="ensemble=y")
+    with pytest.raises(ValueError, match="malformed"):
+        StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear")
+    assert StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear=y").arm_list()[-1] == "kd@linear"
