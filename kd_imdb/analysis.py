@@ -79,9 +79,11 @@ def _aligned(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     return a.reset_index(), b.reset_index()
 
 
-def _ci(row, key: str) -> str:
+def format_ci(row, key: str, digits: int = 3, signed: bool = False) -> str:
+    """``row[key]`` with its CI (``key_low``, ``key_high``) as "mean [low, high]"; the mean alone without one."""
     mean, low, high = row[key], row.get(f"{key}_low", np.nan), row.get(f"{key}_high", np.nan)
-    return f"{mean:.3f}" if np.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+    spec = f"{'+' if signed else ''}.{digits}f"
+    return f"{mean:{spec}}" if np.isnan(low) else f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -100,7 +102,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         for _, r in part.iterrows():
             mc = f"{int(r['mcnemar_significant_pairs'])}/{int(r['mcnemar_pairs'])}" if "mcnemar_pairs" in r and not np.isnan(r.get("mcnemar_pairs", np.nan)) else ""
             out.append(
-                f"| {r['arch'].upper()}-{r['hidden']} | {_ci(r, f'accuracy_{base}')} | {_ci(r, f'accuracy_{arm}')} | "
+                f"| {r['arch'].upper()}-{r['hidden']} | {format_ci(r, f'accuracy_{base}')} | {format_ci(r, f'accuracy_{arm}')} | "
                 f"{r['accuracy_diff']:+.3f} [{r['accuracy_diff_low']:+.3f}, {r['accuracy_diff_high']:+.3f}] | "
                 f"{r['accuracy_t_pvalue']:.3g} | {r['accuracy_holm_pvalue']:.3g} | {mc} | "
                 f"{r[f'f1_{base}']:.3f} → {r[f'f1_{arm}']:.3f} | {r[f'precision_{base}']:.3f} → {r[f'precision_{arm}']:.3f} | "

@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from kd_imdb.analysis import markdown_table, summarise
+from kd_imdb.analysis import format_ci, markdown_table, summarise
 from kd_imdb.stats import holm
 
 KEY = ["arch", "hidden", "seed", "arm"]
@@ -59,13 +59,11 @@ def compact_table(summary: pd.DataFrame) -> str:
     for (arch, hidden), part in summary.groupby(["arch", "hidden"], sort=False):
         first = part.iloc[0]
         out.append(f"| {arch.upper()}-{hidden} | {base} | {int(first['n_pairs'])} | "
-                   f"{first[f'accuracy_{base}']:.4f} [{first[f'accuracy_{base}_low']:.4f}, {first[f'accuracy_{base}_high']:.4f}] "
-                   f"| | | | {first.get(f'ece_{base}', np.nan):.3f} |")
+                   f"{format_ci(first, f'accuracy_{base}', 4)} | | | | {first.get(f'ece_{base}', np.nan):.3f} |")
         for _, r in part.iterrows():
             arm = r["arm"]
             out.append(f"| {arch.upper()}-{hidden} | {arm} | {int(r['n_pairs'])} | "
-                       f"{r[f'accuracy_{arm}']:.4f} [{r[f'accuracy_{arm}_low']:.4f}, {r[f'accuracy_{arm}_high']:.4f}] | "
-                       f"{r['accuracy_diff']:+.4f} [{r['accuracy_diff_low']:+.4f}, {r['accuracy_diff_high']:+.4f}] | "
+                       f"{format_ci(r, f'accuracy_{arm}', 4)} | {format_ci(r, 'accuracy_diff', 4, signed=True)} | "
                        f"{r['accuracy_t_pvalue']:.3g} | {r['accuracy_holm_pvalue']:.3g} | {r.get(f'ece_{arm}', np.nan):.3f} |")
     return "\n".join(out)
 
