@@ -9,7 +9,11 @@
 # store (/work/gpu_tracking, the same absolute path as on the development machine, so the store works
 # there unchanged). Stages run in priority order, each under what is left of BUDGET seconds; after
 # each, the store (without the per-run student weights, too big to bring back) is packed into $OUT.
-# Every knob is an environment variable so the same script runs a tiny version on a CPU (tests it).
+# Every knob is an environment variable so the same script runs a tiny version on a CPU,
+# or a slice of the real runs on a CPU machine (venv active), e.g. CNN-256's transfer set and teacher arms:
+#
+#   INSTALL_WHEELS=0 KD_IMDB_DEVICE=cpu STAGES="labels linear ensemble arms" ARMS_GRID=cnn:256 ARMS=scratch,kd_transfer \
+#     ARMS_SEEDS=3 WORKERS=3 BUDGET=10000 OUT=/tmp/cpu_out bash scripts/gpu_run.sh
 set -u
 START=$(date +%s)
 BUDGET=${BUDGET:-540}
@@ -25,6 +29,7 @@ EPOCHS=${EPOCHS:-0}  # 0 = the origin's 4 (GRU) / 3 (CNN)
 CONFIRM_SEEDS=${CONFIRM_SEEDS:-5}
 ARMS_SEEDS=${ARMS_SEEDS:-3}
 ARMS_GRID=${ARMS_GRID:-"gru:32,256;cnn:256"}
+ARMS=${ARMS:-"scratch,kd,label_smoothing,shuffled,kd_mse,kd_transfer"}  # kd@linear,kd@ensemble join when those teachers exist
 STAGES=${STAGES:-"labels linear study sweep_gru sweep_cnn confirm_gru confirm_cnn ensemble arms"}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1 KD_IMDB_DEVICE=${KD_IMDB_DEVICE:-auto}
 mkdir -p "$OUT" "$TR"
@@ -108,5 +113,5 @@ ENSEMBLE=$(run_id "soft labels" ensemble)
 TEACHERS=$(echo "${LINEAR:+linear=$LINEAR},${ENSEMBLE:+ensemble=$ENSEMBLE}" | sed 's/^,//; s/,$//')
 TEACHER_ARMS=$(echo "${LINEAR:+,kd@linear}${ENSEMBLE:+,kd@ensemble}")
 stage arms $KD study --soft-labels-run-id "$LABELS" --data "$DATA" --grid "$ARMS_GRID" --seeds "$ARMS_SEEDS" --workers "$WORKERS" --epochs "$EPOCHS" \
-    --arms "scratch,kd,label_smoothing,shuffled,kd_mse,kd_transfer$TEACHER_ARMS" --teachers "$TEACHERS" --register false
+    --arms "$ARMS$TEACHER_ARMS" --teachers "$TEACHERS" --register false
 echo "done at $(( $(date +%s) - START )) s"
