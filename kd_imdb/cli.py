@@ -248,6 +248,17 @@ def confirm(**kwargs) -> None:
     sweep_mod.confirm(**kwargs)
 
 
+@main.command("study-report")
+@click.option("--study-run-id", "study_run_id", required=True, help="The run id the study command printed.")
+@friendly_errors
+def study_report(study_run_id: str) -> None:
+    """Rebuild a study's tables, CSVs and plots from its finished arm runs (also of a running or stopped
+    study) and log them to the study run's results/ again."""
+    from kd_imdb import study as study_mod
+
+    study_mod.report(study_run_id)
+
+
 @main.command("study-worker")
 @click.option("--storage", required=True, help="The Optuna RDB URL the study was started with.")
 @click.option("--study-name", "study_name", required=True, help="Printed by the study command (kd_imdb-study-...).")

@@ -265,6 +265,26 @@ def collect(client, experiment_id: str, study_id: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["arch", "hidden", "seed", "arm"]).reset_index(drop=True) if rows else pd.DataFrame()
 
 
+def report(study_id: str) -> str:
+    """Analyse a study again from the arm runs that have FINISHED, also while it runs or after it was
+    stopped, and log ``results/`` to the study run anew; returns the table."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from kd_imdb import tracking
+    from kd_imdb.analysis import analyse_and_log
+
+    tracking.setup_tracking("kd_imdb")
+    client = MlflowClient()
+    try:
+        study = client.get_run(study_id)
+    except MlflowException as exc:
+        raise ValueError(f"no run {study_id!r} on the tracking server; pass the id the study command printed") from exc
+    if study.data.tags.get("kd_imdb.stage") != "study" or "kd_imdb.resumes" in study.data.tags:
+        raise ValueError(f"run {study_id} is not a study's first run; pass the id the study command printed")
+    return analyse_and_log(collect(client, study.info.experiment_id, study_id), study_id, client)
+
+
 def run(cfg: StudyConfig) -> str:
     """Plan the grid, train what is missing with the workers, then analyse and log the results."""
     import mlflow

@@ -68,7 +68,7 @@ def study(server_env, soft_labels_run, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     study_id = proc.stdout.strip().split()[-1]
     client = MlflowClient(server_env["MLFLOW_TRACKING_URI"])
-    return {"id": study_id, "client": client, "tmp": tmp, "stdout": proc.stdout,
+    return {"id": study_id, "client": client, "tmp": tmp, "stdout": proc.stdout, "soft_labels_run": soft_labels_run,
             "experiment_id": client.get_run(study_id).info.experiment_id}
 
 
@@ -199,6 +199,21 @@ def test_rerun_skips_finished_runs(study, server_env, soft_labels_run):
     assert "0 seed pairs to train, 4 already finished" in proc.stderr
     assert finished_cells(client, study["experiment_id"], study["id"]) == before
     assert set(before.values()) == {1} and len(before) == 8
+
+
+def test_study_report_rebuilds_the_tables_from_the_runs(study, server_env):
+    client = study["client"]
+    for name in ("before", "after"):
+        (study["tmp"] / name).mkdir()
+    before = pd.read_csv(client.download_artifacts(study["id"], "results/summary.csv", str(study["tmp"] / "before")))
+    proc = run_cli("study-report", "--study-run-id", study["id"], env=server_env, cwd=study["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = proc.stdout.strip()
+    assert table and table in study["stdout"]  # the very table the study printed
+    after = pd.read_csv(client.download_artifacts(study["id"], "results/summary.csv", str(study["tmp"] / "after")))
+    pd.testing.assert_frame_equal(before, after)
+    bad = run_cli("study-report", "--study-run-id", study["soft_labels_run"], env=server_env, cwd=study["tmp"])
+    assert bad.returncode == 2 and "not a study" in bad.stderr
 
 
 def test_sigkill_mid_study_then_rerun_gives_one_finished_run_per_cell(server_env, soft_labels_run, tmp_path):
