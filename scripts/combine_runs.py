@@ -12,7 +12,8 @@ seed, arm) found in two files must have the same test metrics, or it stops, beca
 paired (another machine, device, data or version).
 
 ``--baseline`` picks the arm every other arm is compared with (``label_smoothing`` asks "is KD more than
-label smoothing?" directly); ``--compact`` prints one table, a row per student and arm. McNemar needs
+label smoothing?" directly); ``--compact`` prints one table, a row per student and arm; ``--pool`` one
+row per arm, its paired differences pooled over every student and seed. McNemar needs
 each run's test predictions, which runs.csv does not hold, so that column stays empty; the study's own
 results.md has it.
 """
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from kd_imdb.analysis import format_ci, markdown_table, summarise
-from kd_imdb.stats import holm
+from kd_imdb.stats import holm, paired_difference
 
 KEY = ["arch", "hidden", "seed", "arm"]
 CHECKED = ["test_accuracy", "test_log_loss"]
@@ -67,6 +68,27 @@ def compact_table(summary: pd.DataFrame) -> str:
                        f"{r['accuracy_t_pvalue']:.3g} | {r['accuracy_holm_pvalue']:.3g} | {r.get(f'ece_{arm}', np.nan):.3f} |")
     return "\n".join(out)
 
+def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
+    """One row per arm: its test-accuracy differences from the baseline pooled over every (student, seed)
+    pair, with the t CI, the paired t-test, Holm's correction over the arms and how many pairs the arm
+    wins. Pooling treats the students as exchangeable: it asks whether the arm helps these tiny students
+    in general, not any one of them (the per-student rows of --compact say that)."""
+    wide = runs.pivot_table(index=["arch", "hidden", "seed"], columns="arm", values="test_accuracy", sort=False)
+    rows = []
+    for arm in [a for a in wide.columns if a != baseline]:
+        both = wide[[baseline, arm]].dropna()
+        diff = paired_difference(both[arm], both[baseline])
+        students = list(dict.fromkeys(f"{a.upper()}-{h}" for a, h, _ in both.index))
+        rows.append({"arm": arm, "students": ", ".join(students), "n": diff["n_pairs"], "mean": diff["diff_mean"],
+                     "low": diff["diff_ci_low"], "high": diff["diff_ci_high"], "p": diff["t_pvalue"],
+                     "wins": int((both[arm] > both[baseline]).sum())})
+    table = pd.DataFrame(rows).assign(holm=lambda t: holm(t["p"].to_numpy()))
+    out = [f"| arm | students | pairs | Δ test accuracy vs {baseline} (pooled) | p | p (Holm, all rows) | pairs won |",
+           "|---" * 7 + "|"]
+    out += [f"| {r.arm} | {r.students} | {r.n} | {r.mean:+.4f} [{r.low:+.4f}, {r.high:+.4f}] | {r.p:.3g} | {r.holm:.3g} | "
+            f"{r.wins}/{r.n} |" for r in table.itertuples()]
+    return "\n".join(out)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="scratch", help="the arm every other arm is compared with")
     parser.add_argument("--arms", default="", help="comma-separated arms to compare (default: all)")
     parser.add_argument("--compact", action="store_true", help="one table, a row per student and arm")
+    parser.add_argument("--pool", action="store_true", help="one row per arm, pooled over every student and seed")
     args = parser.parse_args(argv)
     try:
         runs = combine(args.files)
@@ -85,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline not in set(runs["arm"]):
         print(f"error: no run of the baseline arm {args.baseline!r}; arms: {sorted(set(runs['arm']))}", file=sys.stderr)
         return 2
+    if args.pool:
+        print(pooled_table(runs, args.baseline))
+        return 0
     summary = summarise(runs, baseline=args.baseline)
     print(compact_table(summary) if args.compact else markdown_table(summary))
     return 0

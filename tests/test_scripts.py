@@ -5,6 +5,7 @@ import importlib.util
 
 import pandas as pd
 import pytest
+from scipy.stats import ttest_rel
 
 from conftest import ROOT
 
@@ -52,3 +53,17 @@ def test_compact_table_corrects_over_all_its_rows(capsys):
     holm = {r[1]: float(r[6]) for r in rows[1:]}
     assert holm["kd"] == pytest.approx(min(1.0, 2 * min(p.values())), rel=1e-2)  # the smaller p, times 2
     assert holm["label_smoothing"] == pytest.approx(max(holm["kd"], max(p.values())), rel=1e-2)
+
+
+def test_pooled_table_pools_every_student_and_seed(capsys):
+    gru256 = ROOT / "results" / "arms_gru256" / "runs.csv"
+    assert combine_runs.main([str(ARMS), str(gru256), "--pool", "--arms", "kd,kd_mse"]) == 0
+    rows = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in capsys.readouterr().out.splitlines()[2:]}
+    runs = pd.concat([pd.read_csv(ARMS), pd.read_csv(gru256)])
+    wide = runs.pivot_table(index=["hidden", "seed"], columns="arm", values="test_accuracy")
+    diff = (wide["kd"] - wide["scratch"]).to_numpy()  # 3 GRU-32 and 3 GRU-256 pairs
+    assert rows["kd"][1] == "GRU-32, GRU-256" and rows["kd"][2] == "6"
+    assert rows["kd"][3].startswith(f"{diff.mean():+.4f} [")
+    assert float(rows["kd"][4]) == pytest.approx(ttest_rel(wide["kd"], wide["scratch"]).pvalue, rel=1e-2)
+    assert rows["kd"][6].strip(" |") == f"{int((diff > 0).sum())}/6"
+    assert rows["kd_mse"][1] == "GRU-32" and rows["kd_mse"][2] == "3"  # GRU-256 has no MSE arm
