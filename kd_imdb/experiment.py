@@ -34,6 +34,11 @@ ARMS = {
 # Plus "kd@NAME": the KD loss with another teacher's soft labels (``teachers`` = "NAME=RUN_ID,..."), so
 # that one study compares teachers against one shared scratch arm.
 MODES = ("pair", *ARMS)
+
+
+def is_arm(arm: str, teachers: dict[str, str]) -> bool:
+    """An arm of ``ARMS``, or ``kd@NAME`` with NAME among ``teachers``."""
+    return arm in ARMS or (arm.startswith("kd@") and arm[3:] in teachers)
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
 
 
@@ -63,7 +68,7 @@ class StudentConfig:
         problems = []
         StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim, vocab_size=self.vocab_size)
         teachers = self.teacher_runs()  # validates the teachers string
-        if self.mode not in MODES and not (self.mode.startswith("kd@") and self.mode[3:] in teachers):
+        if self.mode != "pair" and not is_arm(self.mode, teachers):
             problems.append(f"mode must be one of {MODES} or kd@NAME with NAME in teachers, got {self.mode!r}")
         if self.mode != "scratch" and not self.soft_labels_run_id:
             problems.append(f"mode {self.mode!r} needs soft_labels_run_id (run the soft_labels entry point first)")

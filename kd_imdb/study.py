@@ -65,10 +65,10 @@ class StudyConfig:
         if self.seeds < 1 or self.workers < 0 or (self.workers == 0 and not self.storage):
             raise ValueError("seeds must be >= 1 and workers >= 1 (0 only with a storage that other workers join)")
         self.configurations()  # validates the grid
-        from kd_imdb.experiment import ARMS
+        from kd_imdb.experiment import ARMS, is_arm
 
         teachers = self.student(("gru", 16), 0).teacher_runs()  # also validates the student parameters
-        unknown = [a for a in self.arm_list() if a not in ARMS and not (a.startswith("kd@") and a[3:] in teachers)]
+        unknown = [a for a in self.arm_list() if not is_arm(a, teachers)]
         if unknown or "scratch" not in self.arm_list():
             raise ValueError(f"arms must include scratch and come from {list(ARMS)} or kd@NAME with NAME in "
                              f"--teachers; got {self.arms!r} (teachers {self.teachers!r})")

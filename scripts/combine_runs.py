@@ -68,6 +68,7 @@ def compact_table(summary: pd.DataFrame) -> str:
                        f"{r['accuracy_t_pvalue']:.3g} | {r['accuracy_holm_pvalue']:.3g} | {r.get(f'ece_{arm}', np.nan):.3f} |")
     return "\n".join(out)
 
+
 def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
     """One row per arm: its test-accuracy differences from the baseline pooled over every (student, seed)
     pair, with the t CI, the paired t-test, Holm's correction over the arms and how many pairs the arm
@@ -79,14 +80,14 @@ def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
         both = wide[[baseline, arm]].dropna()
         diff = paired_difference(both[arm], both[baseline])
         students = list(dict.fromkeys(f"{a.upper()}-{h}" for a, h, _ in both.index))
-        rows.append({"arm": arm, "students": ", ".join(students), "n": diff["n_pairs"], "mean": diff["diff_mean"],
-                     "low": diff["diff_ci_low"], "high": diff["diff_ci_high"], "p": diff["t_pvalue"],
+        rows.append({"arm": arm, "students": ", ".join(students), "n": diff["n_pairs"], "diff": diff["diff_mean"],
+                     "diff_low": diff["diff_ci_low"], "diff_high": diff["diff_ci_high"], "p": diff["t_pvalue"],
                      "wins": int((both[arm] > both[baseline]).sum())})
     table = pd.DataFrame(rows).assign(holm=lambda t: holm(t["p"].to_numpy()))
     out = [f"| arm | students | pairs | Δ test accuracy vs {baseline} (pooled) | p | p (Holm, all rows) | pairs won |",
            "|---" * 7 + "|"]
-    out += [f"| {r.arm} | {r.students} | {r.n} | {r.mean:+.4f} [{r.low:+.4f}, {r.high:+.4f}] | {r.p:.3g} | {r.holm:.3g} | "
-            f"{r.wins}/{r.n} |" for r in table.itertuples()]
+    out += [f"| {r['arm']} | {r['students']} | {r['n']} | {format_ci(r, 'diff', 4, signed=True)} | {r['p']:.3g} | "
+            f"{r['holm']:.3g} | {r['wins']}/{r['n']} |" for _, r in table.iterrows()]
     return "\n".join(out)
 
 

@@ -111,7 +111,7 @@ LINEAR=$(run_id "soft labels" linear)
 [ -n "$LINEAR" ] && stage ensemble $KD ensemble-labels --runs "$LABELS,$LINEAR" --data "$DATA" --unsupervised true
 ENSEMBLE=$(run_id "soft labels" ensemble)
 TEACHERS=$(echo "${LINEAR:+linear=$LINEAR},${ENSEMBLE:+ensemble=$ENSEMBLE}" | sed 's/^,//; s/,$//')
-TEACHER_ARMS=$(echo "${LINEAR:+,kd@linear}${ENSEMBLE:+,kd@ensemble}")
+TEACHER_ARMS="${LINEAR:+,kd@linear}${ENSEMBLE:+,kd@ensemble}"
 stage arms $KD study --soft-labels-run-id "$LABELS" --data "$DATA" --grid "$ARMS_GRID" --seeds "$ARMS_SEEDS" --workers "$WORKERS" --epochs "$EPOCHS" \
     --arms "$ARMS$TEACHER_ARMS" --teachers "$TEACHERS" --register false
 echo "done at $(( $(date +%s) - START )) s"
