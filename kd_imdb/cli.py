@@ -143,8 +143,10 @@ def student_options(fn):
 @student_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--mode", default="pair", show_default=True,
-              type=click.Choice(["pair", "scratch", "kd", "kd_hard", "kd_mse", "kd_transfer", "shuffled", "label_smoothing"]),
-              help="pair: nested scratch and KD runs from identical initial weights; otherwise one arm.")
+              help="pair: nested scratch and KD runs from identical initial weights; otherwise one arm: scratch, kd, "
+                   "kd_hard, kd_mse, kd_transfer, shuffled, label_smoothing, or kd@NAME (see --teachers).")
+@click.option("--teachers", default="", help="More soft_labels runs as NAME=RUN_ID,...; --mode kd@NAME distils from "
+              "teacher NAME (e.g. --teachers linear=RUN_ID --mode kd@linear).")
 @friendly_errors
 def student(**kwargs) -> None:
     """Train a student seed pair (scratch and KD) or one arm, and log it."""

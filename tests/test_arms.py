@@ -42,7 +42,8 @@ def arms_study(mlflow_server, tmp_path_factory):
     study_id = proc.stdout.strip().split()[-1]
     runs = client.search_runs([client.get_run(study_id).info.experiment_id], "tags.`kd_imdb.arm` != ''")
     return {"runs": {r.data.tags["kd_imdb.arm"]: r for r in runs}, "data": data, "frame": frame,
-            "client": client, "study_id": study_id, "tmp": tmp, "teachers": teachers}
+            "client": client, "study_id": study_id, "tmp": tmp, "teachers": teachers, "labels_run": labels_run,
+            "env": env}
 
 
 def test_every_arm_starts_from_the_scratch_weights(arms_study):
@@ -91,6 +92,26 @@ def test_kd_from_another_teacher_uses_that_teachers_labels(arms_study):
     assert history["kd@flipped"] != history["kd"]
     assert runs["kd@flipped"].data.tags["kd_imdb.teacher_run_id"] == teachers["flipped"]
     assert runs["kd@same"].data.tags["kd_imdb.teacher_run_id"] == teachers["same"]
+
+
+def test_student_entry_point_trains_a_kd_at_name_arm(arms_study):
+    """``student --mode kd@NAME --teachers NAME=RUN_ID`` trains the very student the study's arm trained."""
+    client, teachers, study_run = arms_study["client"], arms_study["teachers"], arms_study["runs"]["kd@flipped"]
+    proc = run_cli("student", "--soft-labels-run-id", arms_study["labels_run"], "--mode", "kd@flipped",
+                   "--teachers", f"flipped={teachers['flipped']}", "--arch", "gru", "--hidden", "8", "--epochs", "1",
+                   "--max-len", "48", "--vocab-size", "1500", "--embedding-dim", "16",
+                   env={**arms_study["env"], "OMP_NUM_THREADS": "1"}, cwd=arms_study["tmp"])  # study workers: 1 thread
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = client.search_runs([study_run.info.experiment_id], "attributes.run_name = 'gru-8 kd@flipped seed 0'")[0]
+    assert run.data.tags["kd_imdb.teacher_run_id"] == teachers["flipped"]
+    assert run.data.tags["init_sha256"] == study_run.data.tags["init_sha256"]
+    history = [[m.value for m in client.get_metric_history(r.info.run_id, "epoch_train_loss")] for r in (run, study_run)]
+    assert history[0] == pytest.approx(history[1], rel=1e-5)
+    # A kd@NAME arm without its teacher is a one-line error, not a traceback.
+    proc = run_cli("student", "--soft-labels-run-id", arms_study["labels_run"], "--mode", "kd@linear",
+                   env=arms_study["env"], cwd=arms_study["tmp"])
+    assert proc.returncode != 0 and "kd@NAME with NAME in teachers" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_unknown_teacher_arm_is_refused():
