@@ -7,10 +7,11 @@ Run tree in MLflow::
         gru-64 seed 0           (one per seed pair)
           scratch, kd           (the two arms: identical initial weights, identical batches)
 
-Resume: a study is identified by its parameters and soft labels (tag ``kd_imdb.study_key``). Running
-it again reuses its runs, skips arms that finished, and retrains only arms that failed or were killed
-(those runs are marked KILLED and left for the record), so every (configuration, seed, arm) ends with
-exactly one FINISHED run.
+Resume: a study is identified by its parameters and soft labels (tag ``kd_imdb.study_key``), but not by
+its arms. Running it again reuses its runs, skips arms that finished, and retrains only arms that failed
+or were killed (those runs are marked KILLED and left for the record), so every (configuration, seed,
+arm) ends with exactly one FINISHED run. Running it with more arms extends it: only the new arms train,
+against the scratch partners it already has.
 
 Speed: every worker is a process with one intra-op thread that prepares the data once and then trains
 whole seed pairs; on a small CPU, single-thread workers beat one process using all cores, because
@@ -102,8 +103,17 @@ class StudyConfig:
         return tuple(arms)
 
     def key(self) -> str:
-        """What makes two studies the same study (the number of workers does not)."""
-        fields = {k: v for k, v in asdict(self).items() if k not in ("workers", "register", "storage")}
+        """What makes two studies the same study: neither the number of workers nor the arms do, so a
+        study run again with more arms trains only those. The teachers do: kd@linear of another linear
+        teacher is another arm."""
+        return self._hash(exclude=("workers", "register", "storage", "arms"))
+
+    def legacy_key(self) -> str:
+        """The key of studies started before arms could be added (it hashed the arms too)."""
+        return self._hash(exclude=("workers", "register", "storage"))
+
+    def _hash(self, exclude: tuple[str, ...]) -> str:
+        fields = {k: v for k, v in asdict(self).items() if k not in exclude}
         if not fields["teachers"]:  # studies from before the teachers option keep their key
             del fields["teachers"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
@@ -298,12 +308,16 @@ def run(cfg: StudyConfig) -> str:
     key = cfg.key()
     with tracking.start_run(run_name="study", tags={"kd_imdb.stage": "study"}) as active:
         experiment_id = active.info.experiment_id
-        previous = client.search_runs([experiment_id], f"tags.`kd_imdb.study_key` = '{key}'",
-                                      order_by=["attributes.start_time ASC"])
+        previous = [run for k in (key, cfg.legacy_key())
+                    for run in client.search_runs([experiment_id], f"tags.`kd_imdb.study_key` = '{k}'")]
+        previous.sort(key=lambda run: run.info.start_time)
         study_id = previous[0].info.run_id if previous else active.info.run_id
         if study_id != active.info.run_id:
             # This invocation's run points at the study it resumed; the study's runs stay in one tree.
+            # Its params say what this invocation asked for (more arms, say); the study keeps its own.
             mlflow.set_tags({"kd_imdb.resumes": study_id})
+            tracking.log_params_once(asdict(cfg))
+            client.set_tag(study_id, "kd_imdb.study_key", key)  # a legacy key gives way to the arms-free one
         else:
             mlflow.set_tags({"kd_imdb.study_key": key})
             tracking.log_params_once(asdict(cfg))

@@ -269,3 +269,47 @@ def test_notebook_rebuilds_the_study_tables(study, server_env, tmp_path):
     assert (tmp_path / "out" / "accuracy_vs_hidden.png").read_bytes()[:4] == b"\x89PNG"
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+
+
+def test_study_key_ignores_arms_and_keeps_old_keys():
+    from kd_imdb.study import StudyConfig
+
+    base = dict(soft_labels_run_id="abc", grid="gru:256", seeds=3)
+    assert StudyConfig(**base, arms="scratch,kd").key() == StudyConfig(**base, arms="scratch,kd,kd_mse,shuffled").key()
+    assert StudyConfig(**{**base, "seeds": 4}).key() != StudyConfig(**base).key()
+    assert (StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=x").key()
+            != StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=y").key())
+    # Studies started before arms could be added are still found by the key they were tagged with
+    # (golden values computed by the code of that time).
+    assert StudyConfig(**base, arms="scratch,kd,label_smoothing").legacy_key() == "bd5bb8ef53646e4c"
+    assert StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=x").legacy_key() == "d4c4bb693274fe5c"
+
+
+def test_rerun_with_more_arms_extends_the_study(study, server_env, soft_labels_run):
+    """Last in this module: it adds label_smoothing to the study the other tests read."""
+    client = study["client"]
+    before = _cell_runs(client, study["experiment_id"], study["id"])
+    proc = run_cli("study", "--soft-labels-run-id", soft_labels_run, "--grid", "gru:8;cnn:8", "--seeds", "2",
+                   "--workers", "2", "--register", "false", "--arms", "scratch,kd,label_smoothing", *SMALL,
+                   env=server_env, cwd=study["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "4 seed pairs to train, 0 already finished" in proc.stderr
+    assert proc.stdout.strip().split()[-1] == study["id"]  # the same study, not a new one
+    after = _cell_runs(client, study["experiment_id"], study["id"])
+    assert {k: v for k, v in after.items() if k[2] != "label_smoothing"} == before  # old arms untouched
+    assert sorted(k for k in after if k[2] == "label_smoothing") == [
+        ("cnn-8", 0, "label_smoothing"), ("cnn-8", 1, "label_smoothing"),
+        ("gru-8", 0, "label_smoothing"), ("gru-8", 1, "label_smoothing")]
+    for (config, seed, arm), run_id in after.items():  # the new arm starts from its scratch partner's weights
+        assert (client.get_run(run_id).data.tags["init_sha256"]
+                == client.get_run(after[(config, seed, "scratch")]).data.tags["init_sha256"])
+    summary = client.download_artifacts(study["id"], "results/summary.csv", str(study["tmp"] / "extended"))
+    assert set(pd.read_csv(summary)["arm"]) == {"kd", "label_smoothing"}
+
+
+def _cell_runs(client, experiment_id: str, study_id: str) -> dict:
+    """(configuration, seed, arm) -> the id of its FINISHED run."""
+    from kd_imdb.study import collect
+
+    frame = collect(client, experiment_id, study_id)
+    return {(r.configuration, int(r.seed), r.arm): r.run_id for r in frame.itertuples()}
