@@ -5,7 +5,9 @@
         [--baseline scratch] [--arms kd,kd_linear] [--compact]
 
 Each file may rename its arms (``path:old=new,old=new``): the KD arm of a study distilled from the linear
-teacher becomes ``kd_linear``. Training on one CPU is repeatable, so a seed's scratch student is the same
+teacher becomes ``kd_linear``. A file may also name its pairing group (``path#GROUP``, after any renames):
+the runs of a study trained on another machine pair only among themselves, with their own scratch arm,
+so one student can enter ``--pool`` from two machines (its seeds count as distinct pairs). Training on one CPU is repeatable, so a seed's scratch student is the same
 run in every study that trains it there, and arms trained by different studies are paired exactly. Not
 across every machine, though (other SIMD kernels give other floats), so the script checks it: a (student,
 seed, arm) found in two files must have the same test metrics, or it stops, because those studies are not
@@ -28,16 +30,17 @@ import pandas as pd
 from kd_imdb.analysis import format_ci, markdown_table, summarise
 from kd_imdb.stats import holm, paired_difference
 
-KEY = ["arch", "hidden", "seed", "arm"]
+KEY = ["group", "arch", "hidden", "seed", "arm"]
 CHECKED = ["test_accuracy", "test_log_loss"]
 
 
 def read(spec: str) -> pd.DataFrame:
-    """A runs.csv, its arms renamed as ``path:old=new,...`` says."""
+    """A runs.csv, its arms renamed and its pairing group set as ``path:old=new,...#GROUP`` says."""
+    spec, _, group = spec.partition("#")
     path, _, renames = spec.partition(":")
     runs = pd.read_csv(path)
     mapping = dict(pair.split("=", 1) for pair in renames.split(",") if pair)
-    return runs.assign(arm=runs["arm"].replace(mapping), source=path)
+    return runs.assign(arm=runs["arm"].replace(mapping), source=path, group=group)
 
 
 def combine(specs: list[str]) -> pd.DataFrame:
@@ -74,12 +77,12 @@ def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
     pair, with the t CI, the paired t-test, Holm's correction over the arms and how many pairs the arm
     wins. Pooling treats the students as exchangeable: it asks whether the arm helps these tiny students
     in general, not any one of them (the per-student rows of --compact say that)."""
-    wide = runs.pivot_table(index=["arch", "hidden", "seed"], columns="arm", values="test_accuracy", sort=False)
+    wide = runs.pivot_table(index=["group", "arch", "hidden", "seed"], columns="arm", values="test_accuracy", sort=False)
     rows = []
     for arm in [a for a in wide.columns if a != baseline]:
         both = wide[[baseline, arm]].dropna()
         diff = paired_difference(both[arm], both[baseline])
-        students = list(dict.fromkeys(f"{a.upper()}-{h}" for a, h, _ in both.index))
+        students = list(dict.fromkeys(f"{a.upper()}-{h}" for _, a, h, _ in both.index))
         rows.append({"arm": arm, "students": ", ".join(students), "n": diff["n_pairs"], "diff": diff["diff_mean"],
                      "diff_low": diff["diff_ci_low"], "diff_high": diff["diff_ci_high"], "p": diff["t_pvalue"],
                      "wins": int((both[arm] > both[baseline]).sum())})
@@ -93,7 +96,7 @@ def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("files", nargs="+", help="runs.csv files, each optionally path:old=new,...")
+    parser.add_argument("files", nargs="+", help="runs.csv files, each optionally path:old=new,...#GROUP")
     parser.add_argument("--baseline", default="scratch", help="the arm every other arm is compared with")
     parser.add_argument("--arms", default="", help="comma-separated arms to compare (default: all)")
     parser.add_argument("--compact", action="store_true", help="one table, a row per student and arm")
@@ -112,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.pool:
         print(pooled_table(runs, args.baseline))
         return 0
+    mixed = runs.groupby(["arch", "hidden"])["group"].nunique()
+    if (mixed > 1).any():
+        print(f"error: {', '.join(f'{a.upper()}-{h}' for a, h in mixed[mixed > 1].index)} comes from several pairing "
+              "groups; compare one group at a time, or pool them with --pool", file=sys.stderr)
+        return 2
     summary = summarise(runs, baseline=args.baseline)
     print(compact_table(summary) if args.compact else markdown_table(summary))
     return 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
@@ -67,3 +68,21 @@ def test_pooled_table_pools_every_student_and_seed(capsys):
     assert float(rows["kd"][4]) == pytest.approx(ttest_rel(wide["kd"], wide["scratch"]).pvalue, rel=1e-2)
     assert rows["kd"][6].strip(" |") == f"{int((diff > 0).sum())}/6"
     assert rows["kd_mse"][1] == "GRU-32" and rows["kd_mse"][2] == "3"  # GRU-256 has no MSE arm
+
+
+def test_pairing_groups_keep_another_machines_pairs_apart(tmp_path, capsys):
+    gru256 = ROOT / "results" / "arms_gru256" / "runs.csv"
+    runs = pd.read_csv(gru256)
+    # The same study "on another machine": other floats, so other accuracies, and a bigger KD gain.
+    other = runs.assign(test_accuracy=runs["test_accuracy"] + np.where(runs["arm"] == "kd", 0.02, 0.01))
+    other.to_csv(tmp_path / "runs.csv", index=False)
+    assert combine_runs.main([str(gru256), str(tmp_path / "runs.csv"), "--pool"]) == 2  # unmarked: a clash
+    assert "not paired" in capsys.readouterr().err
+    assert combine_runs.main([str(gru256), f"{tmp_path / 'runs.csv'}#b", "--pool", "--arms", "kd"]) == 0
+    row = capsys.readouterr().out.splitlines()[2].split(" | ")
+    wide = runs.pivot_table(index="seed", columns="arm", values="test_accuracy")
+    diff = np.concatenate([wide["kd"] - wide["scratch"], wide["kd"] - wide["scratch"] + 0.01])  # 6 pairs
+    assert row[1] == "GRU-256" and row[2] == "6"
+    assert row[3].startswith(f"{diff.mean():+.4f} [")
+    assert combine_runs.main([str(gru256), f"{tmp_path / 'runs.csv'}#b", "--compact"]) == 2
+    assert "several pairing groups" in capsys.readouterr().err
