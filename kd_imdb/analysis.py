@@ -113,20 +113,24 @@ def markdown_table(summary: pd.DataFrame) -> str:
 
 
 def plot_accuracy(summary: pd.DataFrame, path: Path) -> None:
-    """Test accuracy against hidden size, scratch vs KD with 95% CI bands, one panel per architecture."""
+    """Test accuracy against hidden size, the baseline and every arm with 95% CI bands, one panel per
+    architecture (a study need not have a ``kd`` arm: ``--arms scratch,kd@linear`` is one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    part = summary[summary["arm"] == "kd"]
-    archs = sorted(part["arch"].unique())
+    archs = sorted(summary["arch"].unique())
     fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 4), squeeze=False)
     for ax, arch in zip(axes[0], archs):
-        rows = part[part["arch"] == arch].sort_values("hidden")
-        for arm, colour in (("scratch", "tab:blue"), ("kd", "tab:orange")):
-            ax.plot(rows["hidden"], rows[f"accuracy_{arm}"], "o-", color=colour, label=arm)
-            ax.fill_between(rows["hidden"], rows[f"accuracy_{arm}_low"], rows[f"accuracy_{arm}_high"], color=colour, alpha=0.2)
+        part = summary[summary["arch"] == arch].sort_values("hidden")
+        base = part["baseline"].iloc[0]
+        # Every arm's row carries the baseline's accuracy; one row per hidden size draws it.
+        curves = [(base, part.drop_duplicates("hidden"))] + [(arm, rows) for arm, rows in part.groupby("arm", sort=True)]
+        for arm, rows in curves:
+            line, = ax.plot(rows["hidden"], rows[f"accuracy_{arm}"], "o-", label=arm)
+            ax.fill_between(rows["hidden"], rows[f"accuracy_{arm}_low"], rows[f"accuracy_{arm}_high"],
+                            color=line.get_color(), alpha=0.15)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("hidden size")
         ax.set_ylabel("test accuracy")
