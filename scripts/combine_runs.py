@@ -5,13 +5,13 @@
         [--baseline scratch] [--arms kd,kd_linear] [--compact]
 
 Each file may rename its arms (``path:old=new,old=new``): the KD arm of a study distilled from the linear
-teacher becomes ``kd_linear``. A file may also name its pairing group (``path#GROUP``, after any renames):
-the runs of a study trained on another machine pair only among themselves, with their own scratch arm,
-so one student can enter ``--pool`` from two machines (its seeds count as distinct pairs). Training on one CPU is repeatable, so a seed's scratch student is the same
+teacher becomes ``kd_linear``. Training on one CPU is repeatable, so a seed's scratch student is the same
 run in every study that trains it there, and arms trained by different studies are paired exactly. Not
 across every machine, though (other SIMD kernels give other floats), so the script checks it: a (student,
 seed, arm) found in two files must have the same test metrics, or it stops, because those studies are not
-paired (another machine, device, data or version).
+paired (another machine, device, data or version). Such a file names its pairing group (``path#GROUP``,
+after any renames): its runs then pair only among themselves, with their own scratch arm, so one student
+can enter ``--pool`` from two machines (its seeds counting as distinct pairs).
 
 ``--baseline`` picks the arm every other arm is compared with (``label_smoothing`` asks "is KD more than
 label smoothing?" directly); ``--compact`` prints one table, a row per student and arm; ``--pool`` one
