@@ -39,6 +39,8 @@ MODES = ("pair", *ARMS)
 def is_arm(arm: str, teachers: dict[str, str]) -> bool:
     """An arm of ``ARMS``, or ``kd@NAME`` with NAME among ``teachers``."""
     return arm in ARMS or (arm.startswith("kd@") and arm[3:] in teachers)
+
+
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
 
 

@@ -316,11 +316,8 @@ def run(cfg: StudyConfig) -> str:
             # This invocation's run points at the study it resumed; the study's runs stay in one tree.
             # Its params say what this invocation asked for (more arms, say); the study keeps its own.
             mlflow.set_tags({"kd_imdb.resumes": study_id})
-            tracking.log_params_once(asdict(cfg))
-            client.set_tag(study_id, "kd_imdb.study_key", key)  # a legacy key gives way to the arms-free one
-        else:
-            mlflow.set_tags({"kd_imdb.study_key": key})
-            tracking.log_params_once(asdict(cfg))
+        client.set_tag(study_id, "kd_imdb.study_key", key)  # on a resumed study, a legacy key gives way
+        tracking.log_params_once(asdict(cfg))
         todo, done = plan(cfg, client, experiment_id, study_id)
         log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(done))
         mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(done)})
