@@ -80,6 +80,11 @@ def teacher(**kwargs) -> None:
               help="Register this existing logits file (id, logit_0, logit_1) instead of running the teacher.")
 @click.option("--cache-dir", "cache_dir", default="checkpoints", show_default=True,
               help="Labelled chunks are cached here; a killed job resumes.")
+@click.option("--stride", default=0, show_default=True, type=int,
+              help="Score whole reviews: every max_len-token window, one every STRIDE tokens (0 = the teacher's "
+              "own single view, e.g. head+tail).")
+@click.option("--pooling", default="auto", show_default=True, type=click.Choice(["auto", "mean", "ends", "max"]),
+              help="How window logits make a review's (with --stride); auto = best on validation.")
 @friendly_errors
 def soft_labels(**kwargs) -> None:
     """Write the teacher's logits for every review as one artifact keyed by review id."""
@@ -92,27 +97,32 @@ def soft_labels(**kwargs) -> None:
 @main.command("linear-teacher")
 @click.option("--data", default="sample", show_default=True, help=DATA_HELP)
 @click.option("--unsupervised", default=False, show_default=True, type=bool, help="Also score the unlabelled reviews.")
+@click.option("--kind", default="tfidf", show_default=True, type=click.Choice(["tfidf", "nbsvm"]),
+              help="tfidf: TF-IDF + logistic regression; nbsvm: NB-SVM (Wang & Manning 2012) with the logistic loss.")
+@click.option("--max-ngram", "max_ngram", default=2, show_default=True, type=int, help="Uni- to MAX_NGRAM-grams.")
 @click.option("--c-grid", "c_grid", default="1,4,16", show_default=True, help="Regularisation values, chosen on validation.")
 @click.option("--folds", default=5, show_default=True, type=int, help="Cross-fitting folds for the train logits.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @friendly_errors
 def linear_teacher(**kwargs) -> None:
-    """A fast second teacher: TF-IDF uni+bigram logistic regression, logged as a soft-labels run."""
+    """A fast teacher: a linear model on n-grams (TF-IDF LR or NB-SVM), logged as a soft-labels run."""
     from kd_imdb import linear_teacher as linear
 
     click.echo(f"soft labels run: {linear.run(linear.LinearTeacherConfig(**kwargs))}")
 
 
 @main.command("ensemble-labels")
-@click.option("--runs", required=True, help="Comma-separated soft-labels run ids to average.")
+@click.option("--runs", required=True, help="Comma-separated soft-labels run ids to combine.")
 @click.option("--data", default="sample", show_default=True, help=DATA_HELP)
 @click.option("--unsupervised", default=False, show_default=True, type=bool)
+@click.option("--method", default="mean", show_default=True, type=click.Choice(["mean", "stack"]),
+              help="mean: average the logits; stack: logistic regression on the margins, fitted on validation.")
 @friendly_errors
-def ensemble_labels(runs: str, data: str, unsupervised: bool) -> None:
-    """An ensemble teacher: the mean of several teachers' logits, logged as a soft-labels run."""
-    from kd_imdb import linear_teacher as linear
+def ensemble_labels(runs: str, data: str, unsupervised: bool, method: str) -> None:
+    """An ensemble teacher from several teachers' logits, logged as a soft-labels run."""
+    from kd_imdb import ensemble
 
-    click.echo(f"soft labels run: {linear.ensemble(runs, data, unsupervised)}")
+    click.echo(f"soft labels run: {ensemble.ensemble(runs, data, unsupervised, method)}")
 
 
 def student_options(fn):
@@ -291,26 +301,57 @@ def demo(**kwargs) -> None:
     run_demo(**kwargs)
 
 
+def read_reviews(path: str) -> list[str]:
+    """Reviews from a file (``-`` = standard input): one per line, or JSON Lines with a ``text`` field."""
+    import json
+
+    try:
+        raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise ValueError(f"--input {path}: cannot read it ({exc.strerror}); pass a text or JSONL file, or - for stdin") from exc
+    lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
+    if not lines:
+        raise ValueError(f"--input {path}: no reviews; write one review per line or one JSON object per line")
+    if not lines[0][1].lstrip().startswith("{"):
+        return [line for _, line in lines]
+    texts = []
+    for n, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--input {path}, line {n}: not valid JSON ({exc.msg}); write one JSON object per line") from exc
+        if not isinstance(record, dict) or "text" not in record:
+            raise ValueError(f"--input {path}, line {n}: no 'text' field; write objects like {{\"text\": \"...\"}}")
+        texts.append(record["text"])
+    return texts
+
+
 @main.command()
 @click.option("--model", "model_uri", default="models:/kd-imdb-student@champion", show_default=True,
               help="A pyfunc student: models:/name@alias, runs:/<id>/model or a local folder.")
-@click.argument("texts", nargs=-1, required=True)
+@click.option("--input", "input_path", default="",
+              help="Read reviews from this file (- = stdin): one per line, or JSON Lines with a 'text' field. "
+              "Long reviews can exceed the command line's length limit.")
+@click.argument("texts", nargs=-1)
 @friendly_errors
-def predict(model_uri: str, texts: tuple[str, ...]) -> None:
-    """Print the label and positive-class probability of each review TEXT."""
+def predict(model_uri: str, input_path: str, texts: tuple[str, ...]) -> None:
+    """Print the label and positive-class probability of each review TEXT (or of each review in --input)."""
     from kd_imdb import tracking
     from kd_imdb.serving import predict_texts, texts_from
 
+    if bool(texts) == bool(input_path):
+        raise ValueError("give review texts as arguments or --input FILE (- for stdin), not both and not neither")
+    reviews = read_reviews(input_path) if input_path else list(texts)
     tracking.setup_tracking()
-    texts_from(list(texts))  # bad input fails before the model loads
+    texts_from(reviews)  # bad input fails before the model loads
     try:
-        out = predict_texts(model_uri, list(texts))
+        out = predict_texts(model_uri, reviews)
     except Exception as exc:
         if isinstance(exc, ValueError):
             raise
         raise ValueError(f"cannot load model {model_uri} ({str(exc).splitlines()[0][:160]}); "
                          "check the URI and MLFLOW_TRACKING_URI") from exc
-    for text, (_, row) in zip(texts, out.iterrows()):
+    for text, (_, row) in zip(reviews, out.iterrows()):
         sentiment = "positive" if row["label"] == 1 else "negative"
         click.echo(f"{sentiment}\t{row['probability']:.4f}\t{text[:60]}")
 

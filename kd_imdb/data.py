@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,18 +121,26 @@ def _read_file(path: Path) -> pd.DataFrame:
     import datasets
 
     kind = FILE_SUFFIXES[path.suffix.lower()]
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty (it has no rows); write a header and reviews, or pass another file")
+    if path.suffix.lower() == ".jsonl":
+        _check_json_lines(path)
+    if kind == "csv" and _csv_has_no_rows(path):
+        raise DataError(f"{path}: the file has no rows (a header alone); add reviews under the header")
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
         frame = ds.to_pandas()
-    except Exception as exc:  # datasets wraps parser errors in many types
-        raise DataError(f"{path}: unreadable {kind} file ({type(exc).__name__}: {_first_line(exc)})") from exc
+    except Exception as exc:  # datasets wraps the parser's error (pandas, pyarrow) in its own types
+        root = _root_cause(exc)
+        raise DataError(f"{path}: unreadable {kind} file ({type(root).__name__}: {_first_line(root)})") from exc
+    if len(frame) == 0:
+        raise DataError(f"{path}: the file has no rows; add reviews (a text column and a 0/1 label column)")
     _require_columns(frame, path)
     if "split" not in frame.columns:
         from sklearn.model_selection import train_test_split
 
         _check_labels(frame, path)
-        if not frame["text"].map(lambda t: isinstance(t, str)).all():
-            raise DataError(f"{path}: non-text values in the text column; every review must be a string")
+        _check_texts(frame, path)
         by_content = np.argsort(frame["text"].map(review_id).to_numpy(), kind="stable")  # row order must not matter
         train_idx, test_idx = train_test_split(
             by_content, test_size=0.2, random_state=0, stratify=frame["label"].to_numpy()[by_content]
@@ -140,6 +149,43 @@ def _read_file(path: Path) -> pd.DataFrame:
         frame.loc[test_idx, "split"] = "test"
         log.warning("%s has no split column: holding out 20%% of it as test", path)
     return frame
+
+
+def _check_json_lines(path: Path) -> None:
+    """A JSON Lines file: one object per line. Names the first line that is not, and an empty file."""
+    import json
+
+    rows = 0
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}, line {n}: not valid JSON ({exc.msg}); write one JSON object per line") from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{path}, line {n}: not a JSON object; write one object per line, e.g. "
+                                '{"text": "...", "label": 1}')
+            rows += 1
+    if rows == 0:
+        raise DataError(f"{path}: the file has no rows; write one JSON object per line")
+
+
+def _csv_has_no_rows(path: Path) -> bool:
+    try:
+        return pd.read_csv(path, nrows=1).empty
+    except Exception:  # unreadable: datasets' reading below names the parser's reason
+        return False
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of a chain: the parser's own reason, not the wrapper's."""
+    seen = {id(exc)}
+    while (exc.__cause__ or exc.__context__) is not None and id(exc.__cause__ or exc.__context__) not in seen:
+        exc = exc.__cause__ or exc.__context__
+        seen.add(id(exc))
+    return exc
 
 
 def _read_parquet_folder(path: Path) -> pd.DataFrame:
@@ -188,6 +234,10 @@ def _read_aclimdb(path: Path) -> pd.DataFrame:
 def _read_hub(name: str) -> pd.DataFrame:
     import datasets
 
+    log.info("%s is not a local path: loading it from the Hugging Face hub", name)
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and not _hub_reachable():
+        raise DataError(f"{name}: not a local file or folder, and the Hugging Face hub is unreachable (offline?); "
+                        "pass a local folder or file, or set HF_HUB_OFFLINE=1 to use a cached copy")
     try:
         dsd = datasets.load_dataset(name)
     except Exception as exc:
@@ -204,6 +254,17 @@ def _read_hub(name: str) -> pd.DataFrame:
             part["split"] = split
             frames.append(part)
     return pd.concat(frames, ignore_index=True)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connection to the hub: seconds offline, where datasets' own retries take half a minute."""
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def _require_columns(frame: pd.DataFrame, where) -> None:
@@ -226,14 +287,23 @@ def _check_labels(frame: pd.DataFrame, where) -> None:
         )
 
 
+def _check_texts(frame: pd.DataFrame, where) -> None:
+    """Every review a string: a missing one (null, NaN) is named apart from one of another type."""
+    missing = frame["text"].isna()
+    if missing.any():
+        raise DataError(f"{where}: {int(missing.sum())} missing review(s) (null/NaN text, first at row "
+                        f"{int(np.flatnonzero(missing)[0])}); drop them or fill in their text")
+    if not frame["text"].map(lambda t: isinstance(t, str)).all():
+        raise DataError(f"{where}: non-text values in the text column; every review must be a string")
+
+
 def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     _require_columns(frame, where)
     frame = frame[["text", "label", "split"]].copy()
     unknown = sorted(set(frame["split"].astype(str)) - set(SPLITS))
     if unknown:
         raise DataError(f"{where}: unknown split(s) {unknown}; use train, test or unsupervised")
-    if not frame["text"].map(lambda t: isinstance(t, str)).all():
-        raise DataError(f"{where}: non-text values in the text column; every review must be a string")
+    _check_texts(frame, where)
     empty = frame["text"].str.strip() == ""
     if empty.any():
         raise DataError(

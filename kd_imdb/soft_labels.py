@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from kd_imdb.teacher import POOLINGS
+
 log = logging.getLogger(__name__)
 
 ARTIFACT = "soft_labels/logits.parquet"
@@ -42,12 +44,18 @@ class SoftLabelsConfig:
     logits_file: str = ""  # register this existing file instead of running the teacher
     chunk_size: int = 4096  # reviews per cached chunk: a killed labelling resumes chunk by chunk
     cache_dir: str = "checkpoints"
+    stride: int = 0  # > 0: score every max_len-token window, one every `stride` tokens (whole reviews)
+    pooling: str = "auto"  # how window logits make a review's: mean, ends, max, or auto (best on validation)
 
     def __post_init__(self) -> None:
         if not self.teacher_run_id and not self.logits_file:
             raise ValueError("give teacher_run_id (to run the teacher) or logits_file (to register logits)")
         if self.batch_size < 1 or self.chunk_size < 1:
             raise ValueError("batch_size and chunk_size must be >= 1")
+        if self.stride < 0:
+            raise ValueError(f"stride must be >= 0 (0 = one head+tail window per review), got {self.stride}")
+        if self.pooling not in ("auto", *POOLINGS):
+            raise ValueError(f"pooling must be auto or one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
 
 def write_logits(frame: pd.DataFrame, fingerprint: dict, path: str | Path) -> None:
@@ -78,6 +86,11 @@ def read_logits(path: str | Path) -> tuple[pd.DataFrame, dict]:
         raise SoftLabelsError(f"{path}: non-numeric logits ({exc}); logit_0 and logit_1 must be numbers") from exc
     if not np.isfinite(values).all():
         raise SoftLabelsError(f"{path}: non-finite logits; recompute the soft labels")
+    repeated = frame[frame["id"].duplicated(keep=False)].groupby("id")[["logit_0", "logit_1"]].nunique()
+    conflicting = repeated[(repeated > 1).any(axis=1)].index
+    if len(conflicting):
+        raise SoftLabelsError(f"{path}: {len(conflicting)} review id(s) appear twice with different logits (e.g. "
+                              f"{conflicting[0]!r}); keep one row per id")
     meta = (table.schema.metadata or {}).get(META_KEY)
     return frame, (json.loads(meta) if meta else {})
 
@@ -115,12 +128,41 @@ def _check_coverage(frame: pd.DataFrame, data, where: str) -> None:
             )
 
 
+# Validation and test first: a killed labelling has the teacher's scores before the long transfer set.
+SPLIT_ORDER = {"validation": 0, "test": 1, "train": 2, "unsupervised": 3}
+
+
+def _read_chunk(file: Path, ids: list) -> pd.DataFrame | None:
+    """A cached chunk, or None when it is absent, torn (a crash mid-write) or made for other reviews."""
+    if not file.exists():
+        return None
+    try:
+        part = pd.read_parquet(file)
+    except Exception as exc:  # a torn file from before writes were atomic
+        log.warning("cached chunk %s is unreadable (%s); recomputing it", file, exc)
+        return None
+    if part["id"].drop_duplicates().tolist() != ids:
+        log.warning("cached chunk %s holds other reviews; recomputing it", file)
+        return None
+    return part
+
+
+def _write_chunk(part: pd.DataFrame, file: Path) -> None:
+    """Write to a temporary file, then rename: a crash leaves the old chunk or none, never half of one."""
+    tmp = file.with_suffix(".tmp")
+    part.to_parquet(tmp, index=False)
+    tmp.replace(file)
+
+
 def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFrame, dict, dict]:
     """Run the teacher of ``teacher_run_id`` on every review of ``data`` that it has not scored yet.
 
-    Validation and test logits the teacher run already logged (``predictions/``) are reused. The rest is
-    computed in chunks cached under ``cache_dir`` so a killed job resumes; within a chunk, batches are
-    length-sorted under ``inference_mode``. Returns (logits frame, fingerprint, metrics).
+    One view per review (``stride`` 0): the teacher's own truncation; validation and test logits the
+    teacher run already logged (``predictions/``) are reused. Windowed (``stride`` > 0): every window of
+    every review is scored (the windows of many reviews batched together, length-sorted) and pooled into
+    the review's logits, the pooling chosen on validation accuracy unless ``pooling`` names one.
+    Work is done in chunks cached under ``cache_dir`` so a killed job resumes. Returns (logits frame,
+    fingerprint, metrics).
     """
     from mlflow.tracking import MlflowClient
 
@@ -128,56 +170,102 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
 
     params = MlflowClient().get_run(teacher_run_id).data.params
     max_len, truncation = int(float(params.get("max_len", 128))), params.get("truncation", "head+tail")
+    windowed = cfg.stride > 0
     fingerprint = {"teacher_run_id": teacher_run_id, "data_hash": data.content_hash,
-                   "max_len": max_len, "truncation": truncation, "onnx_int8": cfg.onnx_int8}
+                   "max_len": max_len, "truncation": f"windows/{cfg.stride}" if windowed else truncation,
+                   "onnx_int8": cfg.onnx_int8}
     model_dir = tracking.download_artifact(teacher_run_id, "model")
     tok = teacher.load_tokenizer(str(model_dir))
     model = teacher.load_model(str(model_dir))
 
+    def views(texts: list[str]) -> tuple[list[list[int]], np.ndarray]:  # token ids per view, review of each view
+        if windowed:
+            return teacher.encode_windows(tok, texts, max_len, cfg.stride)
+        return teacher.encode(tok, texts, max_len, truncation), np.arange(len(texts))
+
     known = pd.DataFrame(columns=["id", "logit_0", "logit_1"])
-    try:
-        known = pd.read_parquet(tracking.download_artifact(teacher_run_id, "predictions/predictions.parquet"))
-    except tracking.TrackingError:
-        log.info("teacher run has no predictions artifact; labelling every review")
+    if not windowed:  # the teacher run scored validation and test with its own (head+tail) view
+        try:
+            known = pd.read_parquet(tracking.download_artifact(teacher_run_id, "predictions/predictions.parquet"))
+        except tracking.TrackingError:
+            log.info("teacher run has no predictions artifact; labelling every review")
     todo = data.frame.drop_duplicates("id")
-    todo = todo[~todo["id"].isin(set(known["id"]))].reset_index(drop=True)
+    todo = todo[~todo["id"].isin(set(known["id"]))]
+    todo = todo.sort_values("split", key=lambda s: s.map(SPLIT_ORDER), kind="stable").reset_index(drop=True)
     metrics: dict = {"reused_reviews": float(data.frame["id"].nunique() - len(todo))}  # unique reviews
 
     if cfg.onnx_int8:
         from kd_imdb import export
 
-        onnx_path = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}" / "teacher-int8.onnx"
-        predictor = export.OnnxTeacher(export.export_teacher_int8(model, onnx_path), tok.pad_token_id)
+        recipe = fingerprint["int8_recipe"] = "channel"
+        onnx_path = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}" / f"teacher-int8-{recipe}.onnx"
+        predictor = export.OnnxTeacher(export.export_teacher_int8(model, onnx_path, recipe), tok.pad_token_id)
         probe = data.split("validation").head(512)
-        probe_ids = teacher.encode(tok, probe["text"].tolist(), max_len, truncation)
-        metrics.update(export.agreement(teacher.predict_logits(model, probe_ids, tok.pad_token_id, desc="fp32 probe"),
-                                        predictor.predict(probe_ids, cfg.batch_size)))
+        probe_ids, probe_owner = views(probe["text"].tolist())
+        t0 = time.time()
+        fp32 = teacher.predict_logits(model, probe_ids, tok.pad_token_id, cfg.batch_size, desc="fp32 probe")
+        t1 = time.time()
+        int8 = predictor.predict(probe_ids, cfg.batch_size, desc="int8 probe")
+        t2 = time.time()
+        metrics.update(export.agreement(fp32, int8))  # per view: what the int8 model computes
+        metrics["probe_fp32_views_per_s"], metrics["probe_int8_views_per_s"] = len(probe_ids) / (t1 - t0), len(probe_ids) / (t2 - t1)
+        if windowed:  # per review, after pooling: what the students see
+            pooled = export.agreement(teacher.pool_windows(fp32, probe_owner, len(probe), "mean"),
+                                      teacher.pool_windows(int8, probe_owner, len(probe), "mean"))
+            metrics["int8_review_top1_agreement"] = pooled["int8_top1_agreement"]
         predict = lambda ids, desc: predictor.predict(ids, cfg.batch_size, desc=desc)  # noqa: E731
     else:
         predict = lambda ids, desc: teacher.predict_logits(model, ids, tok.pad_token_id, cfg.batch_size, desc=desc)  # noqa: E731
 
-    cache = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}-{data.content_hash}-{'int8' if cfg.onnx_int8 else 'fp32'}"
+    kind = ("int8" if cfg.onnx_int8 else "fp32") + (f"-w{cfg.stride}" if windowed else "")
+    cache = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}-{data.content_hash}-{kind}"
     cache.mkdir(parents=True, exist_ok=True)
-    t0, computed = time.time(), 0
-    parts = [known[["id", "logit_0", "logit_1"]]]
+    t0, computed, n_views = time.time(), 0, 0
+    parts = [known[["id", "logit_0", "logit_1"]]]  # one row per view: a review has several when windowed
     n_chunks = (len(todo) + cfg.chunk_size - 1) // cfg.chunk_size
     for c in range(n_chunks):
         chunk = todo.iloc[c * cfg.chunk_size:(c + 1) * cfg.chunk_size]
         file = cache / f"chunk-{c:05d}-{len(chunk)}.parquet"
-        if file.exists() and pd.read_parquet(file)["id"].tolist() == chunk["id"].tolist():
-            parts.append(pd.read_parquet(file))
-            continue
-        ids = teacher.encode(tok, chunk["text"].tolist(), max_len, truncation)
-        logits = predict(ids, f"label chunk {c + 1}/{n_chunks}")
-        part = pd.DataFrame({"id": chunk["id"].to_numpy(), "logit_0": logits[:, 0], "logit_1": logits[:, 1]})
-        part.to_parquet(file, index=False)
+        part = _read_chunk(file, chunk["id"].tolist())
+        if part is None:
+            ids, owner = views(chunk["text"].tolist())
+            logits = predict(ids, f"label chunk {c + 1}/{n_chunks}")  # [views, 2]
+            part = pd.DataFrame({"id": chunk["id"].to_numpy()[owner], "logit_0": logits[:, 0], "logit_1": logits[:, 1]})
+            _write_chunk(part, file)
+            computed, n_views = computed + len(chunk), n_views + len(ids)
         parts.append(part)
-        computed += len(chunk)
     if computed:
         metrics["label_reviews_per_s"] = computed / (time.time() - t0)
-    logits = pd.concat(parts, ignore_index=True).drop_duplicates("id").set_index("id")
+        metrics["label_views_per_s"] = n_views / (time.time() - t0)
+    views_frame = pd.concat(parts, ignore_index=True)
+    if windowed:
+        logits, pooling = _pool(views_frame, data, cfg.pooling, metrics)
+        fingerprint["pooling"] = pooling
+    else:
+        logits = views_frame.drop_duplicates("id").set_index("id")
     frame = data.frame[["id", "split"]].drop_duplicates("id").join(logits, on="id")
     return frame.reset_index(drop=True), fingerprint, metrics
+
+
+def _pool(views: pd.DataFrame, data, pooling: str, metrics: dict) -> tuple[pd.DataFrame, str]:
+    """Review logits from window logits (rows of one review adjacent), by ``pooling`` or, for ``auto``, by
+    the pooling with the best validation accuracy; every pooling's validation accuracy goes to ``metrics``."""
+    from kd_imdb import teacher
+
+    codes, ids = pd.factorize(views["id"])  # review index per window, in order of first appearance
+    window_logits = views[["logit_0", "logit_1"]].to_numpy(np.float32)
+    metrics["windows_per_review"] = len(views) / len(ids)
+    val = data.split("validation").drop_duplicates("id")
+    pooled = {}
+    for how in teacher.POOLINGS:
+        pooled[how] = pd.DataFrame(teacher.pool_windows(window_logits, codes, len(ids), how),
+                                   index=pd.Index(ids, name="id"), columns=["logit_0", "logit_1"])
+        val_logits = pooled[how].loc[val["id"]].to_numpy()
+        metrics[f"val_accuracy_pool_{how}"] = float((val_logits.argmax(1) == val["label"].to_numpy()).mean())
+    chosen = pooling if pooling != "auto" else max(teacher.POOLINGS, key=lambda h: metrics[f"val_accuracy_pool_{h}"])
+    log.info("windowed teacher: validation accuracy by pooling %s; using %s",
+             {h: round(metrics[f"val_accuracy_pool_{h}"], 4) for h in teacher.POOLINGS}, chosen)
+    return pooled[chosen], chosen
 
 
 def run(cfg: SoftLabelsConfig) -> str:

@@ -114,6 +114,53 @@ def encode(tokenizer, texts: list[str], max_len: int, truncation: str = "head+ta
     return [[tokenizer.cls_token_id] + truncate(seq, max_len - 2, truncation) + [tokenizer.sep_token_id] for seq in ids]
 
 
+POOLINGS = ("mean", "ends", "max")
+
+
+def encode_windows(tokenizer, texts: list[str], max_len: int, stride: int) -> tuple[list[list[int]], np.ndarray]:
+    """Every ``max_len``-token window of each review, for scoring whole reviews with a short-context model.
+
+    Windows of ``max_len - 2`` tokens (plus [CLS]/[SEP]) start every ``stride`` tokens; the last one is
+    aligned to the review's end, so the verdict at the end is always read whole. A review that fits in
+    one window gets exactly one. Returns ``(windows, owner)``: ``owner[i]`` is the review of window ``i``.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    body = max_len - 2
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    windows, owner = [], []
+    for review, seq in enumerate(ids):
+        last = max(len(seq) - body, 0)
+        for start in [*range(0, last, stride), last]:
+            windows.append([tokenizer.cls_token_id] + seq[start:start + body] + [tokenizer.sep_token_id])
+            owner.append(review)
+    return windows, np.asarray(owner, dtype=np.int64)
+
+
+def pool_windows(logits: np.ndarray, owner: np.ndarray, n: int, how: str = "mean") -> np.ndarray:
+    """Review logits [n, 2] from window logits [w, 2] (``owner`` [w] gives each window's review, in order).
+
+    ``mean``: the mean logit over windows; ``ends``: the mean of the first and the last window (the
+    windowed analogue of head+tail); ``max``: the window with the largest margin in either direction.
+    """
+    if how not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {how!r}")
+    counts = np.bincount(owner, minlength=n)
+    if (counts == 0).any():
+        raise ValueError("every review needs at least one window")
+    if how == "mean":
+        out = np.zeros((n, 2), dtype=np.float64)
+        np.add.at(out, owner, logits)
+        return (out / counts[:, None]).astype(np.float32)
+    first = np.searchsorted(owner, np.arange(n))  # owner is sorted: windows come review by review
+    if how == "ends":
+        return ((logits[first] + logits[first + counts - 1]) / 2).astype(np.float32)
+    margin = np.abs(logits[:, 1] - logits[:, 0])
+    order = np.lexsort((-margin, owner))  # review by review, the largest margin first
+    best = order[np.searchsorted(owner[order], np.arange(n))]
+    return logits[best].astype(np.float32)
+
+
 @torch.inference_mode()
 def predict_logits(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 64, desc: str = "predict") -> np.ndarray:
     """Logits [n, 2] for pre-encoded reviews, in the input order.

@@ -92,8 +92,9 @@ def local_store(tmp_path, monkeypatch):
         mlflow.end_run()
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run ``kd-imdb`` in a subprocess (real exit codes and stderr)."""
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600,
+            stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``kd-imdb`` in a subprocess (real exit codes and stderr), ``stdin`` on its standard input."""
     full_env = {**os.environ, **(env or {}), "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     return subprocess.run([str(BIN / "kd-imdb"), *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout)
+                          cwd=cwd, timeout=timeout, input=stdin)

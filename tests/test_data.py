@@ -232,6 +232,20 @@ def test_validation_split_ignores_row_order(tmp_path, subset):
     assert sorted(a.split("validation")["id"]) == sorted(b.split("validation")["id"])
 
 
+def test_a_bare_word_tries_the_hub_and_fails_fast_offline(monkeypatch):
+    import time
+
+    from kd_imdb.data import _hub_reachable
+
+    if _hub_reachable():
+        pytest.skip("the hub is reachable from this machine")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="not a local file or folder, and the Hugging Face hub is unreachable"):
+        load_data("no-such-dataset-xyz")
+    assert time.perf_counter() - t0 < 10  # datasets' own retries took 34 s
+
+
 def test_parquet_folder_needs_train_and_test(tmp_path, subset):
     subset[["text", "label"]].to_parquet(tmp_path / "train.parquet", index=False)
     with pytest.raises(DataError, match="test.parquet"):
@@ -269,6 +283,47 @@ def bad_corrupt_parquet(tmp_path, subset):
     return path, ["unreadable parquet file"]
 
 
+def bad_missing_text(tmp_path, subset):
+    path = tmp_path / "missing_text.parquet"
+    frame = subset.copy()
+    frame.loc[4, "text"] = None
+    frame.to_parquet(path, index=False)
+    return path, ["1 missing review(s)", "null/NaN", "row 4"]
+
+
+def bad_jsonl_line(tmp_path, subset):
+    path = tmp_path / "bad_line.jsonl"
+    subset.head(5).to_json(path, orient="records", lines=True)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][:-5]  # a record cut short
+    path.write_text("\n".join(lines) + "\n")
+    return path, ["line 3: not valid JSON"]
+
+
+def bad_empty_jsonl(tmp_path, subset):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    return path, ["has no rows"]
+
+
+def bad_zero_row_csv(tmp_path, subset):
+    path = tmp_path / "header_only.csv"
+    path.write_text("text,label,split\n")
+    return path, ["has no rows"]
+
+
+def bad_empty_file(tmp_path, subset):
+    path = tmp_path / "zero_bytes.csv"
+    path.write_bytes(b"")
+    return path, ["the file is empty"]
+
+
+def bad_csv_quotes(tmp_path, subset):
+    path = tmp_path / "bad_quotes.csv"
+    path.write_text('text,label\n"fine film",1\n"unclosed quote,0\n')
+    return path, ["unreadable csv file", "ParserError"]
+
+
 def bad_missing_file(tmp_path, subset):
     return tmp_path / "does_not_exist.parquet", ["file not found"]
 
@@ -287,7 +342,8 @@ def test_missing_folder_and_unsupported_file(tmp_path, subset):
 
 
 @pytest.mark.parametrize("make", [bad_missing_label, bad_label_two, bad_empty_text, bad_corrupt_parquet,
-                                  bad_missing_file], ids=lambda f: f.__name__[4:])
+                                  bad_missing_file, bad_missing_text, bad_jsonl_line, bad_empty_jsonl,
+                                  bad_zero_row_csv, bad_empty_file, bad_csv_quotes], ids=lambda f: f.__name__[4:])
 def test_bad_data_is_one_line_exit_2(tmp_path, subset, db_template, make):
     path, words = make(tmp_path, subset)
     with pytest.raises(DataError):  # the same problem in-process is a DataError (CLI: exit 2)

@@ -149,3 +149,42 @@ def test_onnx_int8_labelling_logs_its_agreement_with_fp32(pipeline, client):
     assert 0.0 <= run.data.metrics["int8_mean_kl"] < 0.01
     assert 0.5 <= run.data.metrics["int8_top1_agreement"] <= 1.0
     assert run.data.metrics["label_reviews_per_s"] > 0
+
+
+def test_windowed_labelling_scores_whole_reviews(pipeline, client):
+    """--stride: every window of every review is scored and pooled (pooling chosen on validation); the
+    artifact's logits are the pooled window logits of the chunk cache; a torn chunk is recomputed."""
+    import glob
+
+    import pandas as pd
+
+    from kd_imdb.soft_labels import read_logits
+    from kd_imdb.teacher import POOLINGS, pool_windows
+
+    env = {"MLFLOW_TRACKING_URI": pipeline["uri"], "MLFLOW_EXPERIMENT_NAME": "e2e"}
+    cache = pipeline["tmp"] / "windows"
+    args = ("soft-labels", "--teacher-run-id", pipeline["teacher"], "--stride", "20", "--cache-dir", str(cache))
+    proc = run_cli(*args, env=env, cwd=pipeline["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = client.get_run(proc.stdout.strip().split()[-1])
+    m, tags = run.data.metrics, run.data.tags
+    assert tags["fingerprint.truncation"] == "windows/20" and m["reused_reviews"] == 0
+    assert m["windows_per_review"] > 3  # max_len 32: sample reviews span many windows
+    assert tags["fingerprint.pooling"] == max(POOLINGS, key=lambda h: m[f"val_accuracy_pool_{h}"])
+    logits, _ = read_logits(client.download_artifacts(run.info.run_id, "soft_labels/logits.parquet", str(pipeline["tmp"])))
+    [chunk] = glob.glob(f"{cache}/soft_labels-*/chunk-*.parquet")
+    windows = pd.read_parquet(chunk)
+    codes, ids = pd.factorize(windows["id"])
+    pooled = pool_windows(windows[["logit_0", "logit_1"]].to_numpy(), codes, len(ids), tags["fingerprint.pooling"])
+    expected = pd.DataFrame(pooled, index=ids, columns=["logit_0", "logit_1"]).loc[logits["id"]]
+    np.testing.assert_allclose(logits[["logit_0", "logit_1"]].to_numpy(), expected.to_numpy(), rtol=1e-6)
+    assert len(windows) == pytest.approx(m["windows_per_review"] * len(ids))
+
+    with open(chunk, "r+b") as f:  # a crash mid-write, from before writes were atomic
+        f.truncate(100)
+    again = run_cli(*args, env=env, cwd=pipeline["tmp"])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "unreadable" in again.stderr and "recomputing" in again.stderr
+    rerun = client.get_run(again.stdout.strip().split()[-1]).data.metrics
+    assert rerun["teacher_test_accuracy"] == m["teacher_test_accuracy"]
+    assert rerun["teacher_test_log_loss"] == pytest.approx(m["teacher_test_log_loss"], rel=1e-5)

@@ -1,8 +1,11 @@
 """The linear and ensemble teachers write the soft-labels schema; students can distil from them."""
 import numpy as np
+import pytest
+import scipy.sparse as sp
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
+from kd_imdb.linear_teacher import LinearTeacherConfig, NBScaler
 
 
 def read(client, run_id, tmp):
@@ -51,3 +54,31 @@ def test_linear_and_ensemble_teachers(local_store, tmp_path):
 def test_ensemble_needs_two_runs(local_store, tmp_path):
     proc = run_cli("ensemble-labels", "--runs", "abc", cwd=tmp_path)
     assert proc.returncode == 2 and "at least two" in proc.stderr
+
+
+def test_nb_ratio_golden_values():
+    """r = log((p / |p|_1) / (q / |q|_1)), p and q the alpha-smoothed binarised counts per class."""
+    x = sp.csr_matrix(np.array([[2, 0, 1], [1, 1, 0], [0, 3, 0]]))  # counts; reviews 0, 1 positive, 2 negative
+    scaler = NBScaler(alpha=1.0).fit(x, [1, 1, 0])
+    p, q = np.array([1 + 2, 1 + 1, 1 + 1]), np.array([1 + 0, 1 + 1, 1 + 0])  # smoothed binarised counts
+    np.testing.assert_allclose(scaler.r_, np.log(p / 7) - np.log(q / 4))
+    np.testing.assert_allclose(scaler.transform(x).toarray(), (x.toarray() > 0) * scaler.r_)
+
+
+def test_nbsvm_teacher(local_store, tmp_path):
+    proc = run_cli("linear-teacher", "--kind", "nbsvm", "--max-ngram", "3", "--c-grid", "0.1,1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = MlflowClient(local_store).get_run(proc.stdout.strip().split()[-1])
+    m = run.data.metrics
+    assert 0.75 < m["teacher_test_accuracy"] < 0.95
+    assert m["teacher_train_accuracy"] < 0.97  # cross-fitted, r refitted in each fold
+    assert m["best_c"] == max((0.1, 1.0), key=lambda c: m[f"val_accuracy_c_{c:g}"])
+    assert run.data.tags["fingerprint.teacher"] == "nbsvm" and run.data.tags["fingerprint.max_ngram"] == "3"
+    assert run.info.run_name == "linear_teacher nbsvm"
+
+
+@pytest.mark.parametrize("kwargs, message", [({"kind": "svm"}, "kind"), ({"max_ngram": 0}, "max_ngram"),
+                                             ({"folds": 1}, "folds"), ({"c_grid": "1,-2"}, "positive")])
+def test_bad_linear_config_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LinearTeacherConfig(**kwargs)

@@ -178,7 +178,7 @@ def config_class(subcommand: str):
                     "sweep-worker": ("kd_imdb.sweep", "join"),
                     "confirm": ("kd_imdb.sweep", "confirm"),
                     "linear-teacher": ("kd_imdb.linear_teacher", "LinearTeacherConfig"),
-                    "ensemble-labels": ("kd_imdb.linear_teacher", "ensemble")}[subcommand]
+                    "ensemble-labels": ("kd_imdb.ensemble", "ensemble")}[subcommand]
     return getattr(importlib.import_module(module), name)
 
 

@@ -121,6 +121,15 @@ def test_non_numeric_logits_raise(tmp_path):
         read_logits(tmp_path / "str.parquet")
 
 
+def test_an_id_twice_with_different_logits_is_refused(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b", "a", "b"], "logit_0": [0.0, 1.0, 0.0, 2.0], "logit_1": [1.0, 0.0, 1.0, 0.0]})
+    write_logits(frame, FINGERPRINT, tmp_path / "dup.parquet")
+    with pytest.raises(SoftLabelsError, match=r"1 review id\(s\) appear twice with different logits \(e.g. 'b'\)"):
+        read_logits(tmp_path / "dup.parquet")
+    write_logits(frame.iloc[:3], FINGERPRINT, tmp_path / "same.parquet")  # the same logits twice: IMDB's duplicate texts
+    assert len(read_logits(tmp_path / "same.parquet")[0]) == 3
+
+
 def test_missing_or_corrupt_file(tmp_path):
     with pytest.raises(SoftLabelsError, match="not found"):
         read_logits(tmp_path / "nope.parquet")

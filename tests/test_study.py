@@ -172,6 +172,22 @@ def test_pyfunc_rejects_bad_input(study, server_env, bad, message):
         model.predict(bad)
 
 
+def test_predict_cli_reads_reviews_from_stdin_and_jsonl(study, server_env):
+    long = "A wonderful, moving film. " * 20000  # 520 kB: over the OS limit for one command-line argument
+    reviews = [long, "Terrible. A waste of time."]
+    by_line = run_cli("predict", "--input", "-", stdin="\n".join(reviews) + "\n", env=server_env, cwd=study["tmp"])
+    assert by_line.returncode == 0, by_line.stderr[-2000:]
+    (study["tmp"] / "reviews.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in reviews))
+    by_json = run_cli("predict", "--input", str(study["tmp"] / "reviews.jsonl"), env=server_env, cwd=study["tmp"])
+    assert by_json.returncode == 0, by_json.stderr[-2000:]
+    assert by_line.stdout == by_json.stdout and len(by_line.stdout.splitlines()) == 2
+    (study["tmp"] / "bad.jsonl").write_text('{"text": "fine"}\n{"text": oops}\n')
+    bad = run_cli("predict", "--input", str(study["tmp"] / "bad.jsonl"), env=server_env, cwd=study["tmp"])
+    assert bad.returncode == 2 and "line 2: not valid JSON" in bad.stderr and "Traceback" not in bad.stderr
+    neither = run_cli("predict", env=server_env, cwd=study["tmp"])
+    assert neither.returncode == 2 and "--input" in neither.stderr
+
+
 def test_predict_cli_rejects_empty_review(study, server_env):
     proc = run_cli("predict", "--model", "models:/kd-imdb-student@champion", "  ", env=server_env, cwd=study["tmp"])
     assert proc.returncode == 2 and "empty" in proc.stderr and "Traceback" not in proc.stderr
