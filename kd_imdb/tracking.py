@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +20,7 @@ from mlflow.tracking import MlflowClient
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+HOST_TAG, PID_TAG = "kd_imdb.host", "kd_imdb.pid"  # the process that owns a run: a killed one's runs are closed
 
 
 class TrackingError(RuntimeError):
@@ -47,6 +49,7 @@ def setup_tracking(experiment: str | None = None) -> str:
                 f"tracking server {uri} is unreachable ({type(exc).__name__}); start it "
                 "(mlflow server ...) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
             ) from exc
+    close_orphaned_runs()
     chosen = any(os.environ.get(v) for v in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"))
     if experiment and not chosen and mlflow.active_run() is None:
         mlflow.set_experiment(experiment)
@@ -62,8 +65,39 @@ def start_run(run_name: str | None = None, nested: bool = False, tags: dict | No
     does that) and the exception goes on.
     """
     nested = nested or mlflow.active_run() is not None
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})}
     with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
         yield run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def close_orphaned_runs() -> list[str]:
+    """Close KILLED every run left RUNNING by a process of this machine that is gone (SIGKILL, a crash,
+    a lost power supply): such a run would otherwise stay RUNNING forever. Runs of other machines are
+    left alone; only their own machine can tell whether they still run. Returns the closed run ids."""
+    client = MlflowClient()
+    host = socket.gethostname()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    closed = []
+    for run in client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
+        pid = int(run.data.tags.get(PID_TAG, "0") or 0)
+        if pid and pid != os.getpid() and not _alive(pid):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    if closed:
+        log.warning("closed %d run(s) KILLED whose process on %s is gone: %s", len(closed), host, ", ".join(closed))
+    return closed
 
 
 def log_params_once(params: dict) -> None:

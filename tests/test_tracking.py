@@ -1,0 +1,43 @@
+"""kd_imdb.tracking: a run whose process was killed does not stay RUNNING."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from conftest import BIN, run_cli
+from kd_imdb.data import load_data
+from kd_imdb.soft_labels import write_logits
+
+
+def test_a_killed_run_is_closed_killed_by_the_next_command(local_store, tmp_path):
+    client = MlflowClient(local_store)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": local_store, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    victim = subprocess.Popen([str(BIN / "kd-imdb"), "linear-teacher", "--kind", "nbsvm", "--max-ngram", "3",
+                               "--c-grid", "0.01,0.03,0.1,0.3,1,3,10,30"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, running = time.time() + 120, []
+    while not running and time.time() < deadline:
+        time.sleep(0.5)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        running = client.search_runs(experiments, "attributes.status = 'RUNNING'") if experiments else []
+    assert victim.poll() is None and len(running) == 1, "the linear teacher should still be fitting"
+    run = running[0]
+    assert run.data.tags["kd_imdb.pid"] == str(victim.pid) and run.data.tags["kd_imdb.host"] == socket.gethostname()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # nobody closed it
+
+    data = load_data("sample")
+    logits = pd.DataFrame({"id": data.frame["id"].unique(), "logit_0": 0.0, "logit_1": 1.0})
+    write_logits(logits, {"data_hash": data.content_hash}, tmp_path / "l.parquet")
+    proc = run_cli("soft-labels", "--logits-file", str(tmp_path / "l.parquet"), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": local_store})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+    assert f"closed 1 run(s) KILLED whose process on {socket.gethostname()} is gone: {run.info.run_id}" in proc.stderr
+    assert client.get_run(proc.stdout.strip().split()[-1]).info.status == "FINISHED"  # its own run is not touched
