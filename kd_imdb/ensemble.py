@@ -46,6 +46,8 @@ def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = F
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     tracking.setup_tracking("kd_imdb")
+    for r in runs:
+        tracking.require_run(r, "soft-labels")
     data_source, data = data, load_data(data, unsupervised=unsupervised)
     with tracking.start_run(run_name=f"ensemble_labels {method}", tags={"kd_imdb.stage": "soft_labels",
                                                                          "kd_imdb.teacher": f"ensemble-{method}"}) as run:

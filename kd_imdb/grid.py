@@ -24,10 +24,26 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats: a killed worker's trial goes FAILED after 4 missed beats and is
     queued again (``KD_IMDB_HEARTBEAT_S``, default 10 s)."""
     heartbeat = int(os.environ.get("KD_IMDB_HEARTBEAT_S", "10"))
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
-    )
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+        )
+    except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError, a missing driver module...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"Optuna storage {url}: cannot use it ({type(exc).__name__}: {reason}); check the URL "
+                         "and that the database answers") from exc
+
+
+def load_shared_study(name: str, url: str) -> optuna.Study:
+    """A study another process created in the storage at ``url``; an unknown name is a one-line error."""
+    storage = make_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError as exc:
+        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        raise ValueError(f"no study {name!r} in {url} (studies there: {known}); pass the --study-name "
+                         "the leader printed") from exc
 
 
 def study_name(cfg) -> str:
@@ -92,7 +108,7 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.tracking.MlflowClient()
-    study = optuna.load_study(study_name=name, storage=make_storage(storage_url))
+    study = load_shared_study(name, storage_url)
     cfg = StudyConfig(**study.user_attrs["config"], storage=storage_url, workers=0)
     plan = study.user_attrs["plan"]
     prepared = {}

@@ -274,6 +274,8 @@ def run(cfg: SoftLabelsConfig) -> str:
     from kd_imdb.data import load_data
 
     tracking.setup_tracking("kd_imdb")
+    if not cfg.logits_file:
+        tracking.require_run(cfg.teacher_run_id, "teacher")
     data = load_data(cfg.data, unsupervised=cfg.unsupervised)
     with tracking.start_run(run_name="soft_labels", tags={"kd_imdb.stage": "soft_labels"}) as run:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 
 from kd_imdb.experiment import StudentConfig
+from kd_imdb.students import StudentSpec
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,11 @@ class StudyConfig:
             raise ValueError(f"grid {self.grid!r} is malformed; write it like {DEFAULT_GRID!r}") from exc
         if not out:
             raise ValueError("grid is empty")
+        for arch, hidden in out:  # every student of the grid, before any run opens
+            try:
+                StudentSpec(arch=arch, hidden=hidden)
+            except ValueError as exc:
+                raise ValueError(f"grid {self.grid!r}: {arch}:{hidden}: {exc}") from exc
         return out
 
     def student(self, configuration: tuple[str, int], seed: int) -> StudentConfig:
@@ -295,6 +301,20 @@ def report(study_id: str) -> str:
     return analyse_and_log(collect(client, study.info.experiment_id, study_id), study_id, client)
 
 
+def check_inputs(cfg: StudyConfig) -> None:
+    """What can only be checked against the tracking server and the storage, checked before the first run
+    opens: the soft-labels runs exist, and the Optuna storage answers."""
+    from kd_imdb import tracking
+
+    tracking.require_run(cfg.soft_labels_run_id, "soft-labels")
+    for name, run_id in cfg.student(cfg.configurations()[0], 0).teacher_runs().items():
+        tracking.require_run(run_id, f"teacher {name!r} soft-labels")
+    if cfg.storage:
+        from kd_imdb.grid import make_storage
+
+        make_storage(cfg.storage)
+
+
 def run(cfg: StudyConfig) -> str:
     """Plan the grid, train what is missing with the workers, then analyse and log the results."""
     import mlflow
@@ -304,6 +324,7 @@ def run(cfg: StudyConfig) -> str:
     from kd_imdb.analysis import analyse_and_log
 
     uri = tracking.setup_tracking("kd_imdb")
+    check_inputs(cfg)
     client = MlflowClient()
     key = cfg.key()
     with tracking.start_run(run_name="study", tags={"kd_imdb.stage": "study"}) as active:

@@ -215,6 +215,10 @@ def run(cfg: SweepConfig) -> dict:
     from kd_imdb import tracking
 
     uri = tracking.setup_tracking("kd_imdb")
+    tracking.require_run(cfg.soft_labels_run_id, "soft-labels")
+    from kd_imdb.grid import make_storage
+
+    make_storage(cfg.storage)  # an unusable storage is an error before the parent run opens
     with tracking.start_run(run_name=f"sweep {cfg.arch}-{cfg.hidden}", tags={"kd_imdb.stage": "sweep"}) as parent:
         tracking.log_params_once(asdict(cfg))
         study = load_study(cfg)  # creates the study before the workers race for it
@@ -245,7 +249,9 @@ def run(cfg: SweepConfig) -> dict:
 
 def join(storage: str, study_name: str) -> None:
     """``kd-imdb sweep-worker``: run a sweep's queued trials from another machine."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    from kd_imdb.grid import load_shared_study
+
+    study = load_shared_study(study_name, storage)
     work(SweepConfig(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"], None)
 
 
@@ -276,8 +282,11 @@ def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> pd.DataFrame
     from kd_imdb import stats, study, tracking
 
     tracking.setup_tracking("kd_imdb")
-    sweep = MlflowClient().get_run(sweep_run_id)
+    sweep = tracking.require_run(sweep_run_id, "sweep")
     p, m = sweep.data.params, sweep.data.metrics
+    if sweep.data.tags.get("kd_imdb.stage") != "sweep" or "best_temperature" not in m:
+        raise ValueError(f"run {sweep_run_id} is not a finished sweep (no best_temperature); pass the run id "
+                         "that kd-imdb sweep printed")
     best_t, best_alpha = m["best_temperature"], m.get("best_alpha", 1.0)
     common = dict(soft_labels_run_id=p["soft_labels_run_id"], data=p["data"], grid=f"{p['arch']}:{p['hidden']}",
                   seeds=seeds, first_seed=100, epochs=int(p["epochs"]), embedding_dim=int(p["embedding_dim"]),

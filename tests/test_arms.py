@@ -21,6 +21,7 @@ def arms_study(mlflow_server, tmp_path_factory):
     rng = np.random.default_rng(1)
     margin = np.where(data.frame["label"] == 0, -1.0, 1.0) * rng.gamma(2.0, 1.0, len(data.frame))
     frame = pd.DataFrame({"id": data.frame["id"], "logit_0": -margin / 2, "logit_1": margin / 2})
+    frame = frame.drop_duplicates("id")  # one row per review: the sample's duplicate texts share an id
     write_logits(frame, {"teacher_run_id": "synthetic", "data_hash": data.content_hash}, tmp / "logits.parquet")
     proc = run_cli("soft-labels", "--logits-file", str(tmp / "logits.parquet"), "--unsupervised", "true", env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -40,6 +40,7 @@ def register_synthetic_soft_labels(env: dict, tmp) -> str:
     margin = (2 * data.frame["label"].clip(lower=0).to_numpy() - 1) * rng.gamma(2.0, 1.0, len(data.frame))
     margin[rng.random(len(margin)) < 0.15] *= -1
     frame = pd.DataFrame({"id": data.frame["id"], "logit_0": -margin / 2, "logit_1": margin / 2})
+    frame = frame.drop_duplicates("id")  # one row per review: the sample's duplicate texts share an id
     write_logits(frame, {"teacher_run_id": "synthetic", "data_hash": data.content_hash}, tmp / "logits.parquet")
     proc = run_cli("soft-labels", "--logits-file", str(tmp / "logits.parquet"), env=env, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
