@@ -69,3 +69,23 @@ def test_two_workers_share_the_grid_on_postgres(postgres_server, pg_soft_labels,
     assert sorted(t.params["cell"] for t in trained) == list(range(6))  # every pair trained exactly once
     assert len({t.user_attrs["worker"] for t in trained}) == 2  # and both workers took part
     assert "results/results.md" in {f.path for f in client.list_artifacts(study_id, "results")}
+
+
+def test_the_documented_postgresql_urls_work(tmp_path):
+    """README's forms: ``mlflow server --backend-store-uri postgresql://...`` and ``--storage postgresql://...``
+    (SQLAlchemy 2 reads a bare postgresql:// as psycopg 3, which the postgres extra installs)."""
+    from conftest import run_cli
+
+    backend = fresh_postgres_database("kd_imdb_test_plain_url").replace("postgresql+psycopg2://", "postgresql://")
+    proc, uri = start_mlflow_server(tmp_path, backend)  # raises if the server cannot start
+    try:
+        assert MlflowClient(uri).search_experiments()[0].name == "Default"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    storage = fresh_postgres_database("kd_imdb_test_plain_optuna").replace("postgresql+psycopg2://", "postgresql://")
+    optuna.create_study(study_name="leader", storage=storage)
+    for command in ("study-worker", "sweep-worker"):  # the storage answers; only the study name is wrong
+        out = run_cli(command, "--storage", storage, "--study-name", "nope", cwd=tmp_path,
+                      env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})
+        assert out.returncode == 2 and f"no study 'nope' in {storage} (studies there: leader)" in out.stderr, out.stderr[-2000:]
