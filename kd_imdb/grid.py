@@ -109,6 +109,9 @@ def work(storage_url: str, name: str, tracking_uri: str) -> int:
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.tracking.MlflowClient()
     study = load_shared_study(name, storage_url)
+    # The storage names the study run; its experiment is where every run of this worker belongs (on
+    # another machine MLflow would otherwise pick "Default", and the leader would not find the arms).
+    mlflow.set_experiment(experiment_id=client.get_run(study.user_attrs["study_run_id"]).info.experiment_id)
     cfg = StudyConfig(**study.user_attrs["config"], storage=storage_url, workers=0)
     plan = study.user_attrs["plan"]
     prepared = {}

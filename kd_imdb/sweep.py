@@ -149,7 +149,11 @@ def work(cfg: SweepConfig, parent_run_id: str, worker: int | None = 0) -> None:
     from kd_imdb import experiment
     from kd_imdb.grid import drain
 
+    import mlflow
+
     study = load_study(cfg, worker)
+    # Trials belong in the sweep run's experiment, whatever this machine's default is.
+    mlflow.set_experiment(experiment_id=mlflow.tracking.MlflowClient().get_run(parent_run_id).info.experiment_id)
     _, tok, splits = experiment.prepare(cfg.student(2.0, 1.0))
     drain(study, objective_for(cfg, tok, splits, parent_run_id), timeout=cfg.timeout or None)
 

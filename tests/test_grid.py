@@ -50,8 +50,10 @@ def test_two_workers_share_the_grid_on_postgres(postgres_server, pg_soft_labels,
             pass
         time.sleep(1)
     assert names, "the study command did not queue the grid"
+    # Workers on other machines know only the storage and the study name: no experiment name.
+    worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
     workers = [subprocess.Popen([str(BIN / "kd-imdb"), "study-worker", "--storage", storage, "--study-name", names[0]],
-                                env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=worker_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     for w in workers:
         out, err = w.communicate(timeout=600)
@@ -69,6 +71,44 @@ def test_two_workers_share_the_grid_on_postgres(postgres_server, pg_soft_labels,
     assert sorted(t.params["cell"] for t in trained) == list(range(6))  # every pair trained exactly once
     assert len({t.user_attrs["worker"] for t in trained}) == 2  # and both workers took part
     assert "results/results.md" in {f.path for f in client.list_artifacts(study_id, "results")}
+    default = client.get_experiment_by_name("Default")
+    assert client.search_runs([default.experiment_id]) == []  # nothing went astray
+    # Rerun: every pair is found finished, none is trained again.
+    again = subprocess.run([str(BIN / "kd-imdb"), "study", "--soft-labels-run-id", pg_soft_labels, "--storage", storage,
+                            "--workers", "0", *GRID], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "0 seed pairs to train, 6 already finished" in again.stderr
+    assert finished_cells(client, experiment_id, study_id) == cells
+
+
+def test_a_remote_sweep_worker_logs_into_the_sweeps_experiment(postgres_server, pg_soft_labels, tmp_path):
+    from test_sweep import TINY
+
+    storage = fresh_postgres_database("kd_imdb_test_sweep")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": postgres_server, "MLFLOW_EXPERIMENT_NAME": "grid",
+           "PATH": f"{BIN}:{os.environ['PATH']}", "KD_IMDB_HEARTBEAT_S": "1"}
+    leader = subprocess.Popen([str(BIN / "kd-imdb"), "sweep", "--soft-labels-run-id", pg_soft_labels, "--n-trials", "6",
+                               "--workers", "1", "--storage", storage, "--study-name", "remote", *TINY],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and "remote" not in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
+        assert leader.poll() is None, leader.stderr.read()[-2000:]
+        time.sleep(0.5)
+    worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
+    worker = subprocess.run([str(BIN / "kd-imdb"), "sweep-worker", "--storage", storage, "--study-name", "remote"],
+                            env=worker_env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    out, err = leader.communicate(timeout=600)
+    assert leader.returncode == 0, err[-2000:]
+    parent = out.strip().split()[-1]
+    client = MlflowClient(postgres_server)
+    experiment_id = client.get_experiment_by_name("grid").experiment_id
+    trials = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == list(range(6))  # each trial once, all nested
+    study = optuna.load_study(study_name="remote", storage=storage)
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2  # the remote worker took trials too
+    default = client.get_experiment_by_name("Default")
+    assert client.search_runs([default.experiment_id]) == []
 
 
 def test_the_documented_postgresql_urls_work(tmp_path):
