@@ -209,9 +209,11 @@ def train_missing_arms(student: StudentConfig, pair_id: str, missing: list[str],
 
     from kd_imdb import experiment
 
-    with mlflow.start_run(run_id=pair_id):
+    from kd_imdb import tracking
+
+    with mlflow.start_run(run_id=pair_id, tags=tracking.owner_tags()):  # this worker owns the pair now
         for arm in missing:
-            with mlflow.start_run(run_name=arm, nested=True):
+            with mlflow.start_run(run_name=arm, nested=True, tags=tracking.owner_tags()):
                 experiment.train_arm(student, arm, tok, splits)
         _log_pair_summary(mlflow.tracking.MlflowClient(), pair_id)
 

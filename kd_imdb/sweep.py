@@ -108,7 +108,7 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
     """The trial function: one KD student as a nested MLflow run under ``parent_run_id``."""
     import mlflow
 
-    from kd_imdb import experiment
+    from kd_imdb import experiment, tracking
 
     def objective(trial: optuna.Trial) -> float:
         from kd_imdb.grid import NotQueued
@@ -131,7 +131,8 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
 
         pruned = False
         with mlflow.start_run(run_name=f"trial {trial.number}", parent_run_id=parent_run_id, nested=True,
-                              tags={"optuna.trial": str(trial.number), "optuna.study": cfg.study_name}):
+                              tags={"optuna.trial": str(trial.number), "optuna.study": cfg.study_name,
+                                    **tracking.owner_tags()}):
             try:
                 metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report)
             except optuna.TrialPruned:

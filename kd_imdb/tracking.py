@@ -65,9 +65,13 @@ def start_run(run_name: str | None = None, nested: bool = False, tags: dict | No
     does that) and the exception goes on.
     """
     nested = nested or mlflow.active_run() is not None
-    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), **(tags or {})}
-    with mlflow.start_run(run_name=run_name, nested=nested, tags=tags) as run:
+    with mlflow.start_run(run_name=run_name, nested=nested, tags={**owner_tags(), **(tags or {})}) as run:
         yield run
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags naming the process that runs a run, so that a run whose process died can be closed."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
 def _alive(pid: int) -> bool:

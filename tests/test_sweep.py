@@ -110,6 +110,14 @@ def test_worker_killed_mid_trial_leaves_a_usable_study(env, labels, tmp_path):
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     assert sum(s in done for s in states) == 3
     assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.RUNNING not in states
+    # No MLflow run stays RUNNING either: the killed sweep's parent and its trial's run are closed KILLED.
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment_id = client.get_experiment_by_name(env["MLFLOW_EXPERIMENT_NAME"]).experiment_id
+    mine = client.search_runs([experiment_id], "tags.`optuna.study` = 'killed'")
+    killed = [r for r in mine if r.info.status == "KILLED"]
+    assert len(killed) == 1 and int(killed[0].data.tags["kd_imdb.pid"]) == proc.pid
+    parents = {r.data.tags["mlflow.parentRunId"] for r in mine}
+    assert {client.get_run(p).info.status for p in parents} == {"KILLED", "FINISHED"}  # the killed sweep, the rerun
 
 
 def test_confirm_retrains_best_t_on_fresh_seed_pairs(sweep, env):
