@@ -19,6 +19,18 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
     return mean, float(low), float(high)
 
 
+def accuracy_ci(correct, confidence: float = 0.95) -> tuple[float, float, float]:
+    """One model's accuracy on n reviews and its Wilson score interval (Wilson 1927): the binomial
+    interval for a proportion, which stays inside [0, 1] and is right near 0 and 1 where the normal
+    approximation is not. The reviews are the unit here, not seeds: one model, one test set."""
+    x = np.asarray(correct, dtype=bool)
+    n, p = len(x), float(x.mean())
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return p, float(centre - half), float(centre + half)
+
+
 def paired_difference(kd, scratch, confidence: float = 0.95) -> dict:
     """KD minus scratch over seed pairs: mean, t CI, and the paired t-test and Wilcoxon p-values."""
     kd, scratch = np.asarray(kd, dtype=float), np.asarray(scratch, dtype=float)

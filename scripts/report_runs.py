@@ -1,12 +1,18 @@
 """Print markdown tables of real runs, read back from the tracking server (figures for RESULTS.md).
 
     MLFLOW_TRACKING_URI=http://127.0.0.1:5000 python scripts/report_runs.py teacher=<id> labels=<id> pair=<id> ...
+    python scripts/report_runs.py teachers=<soft-labels id>,<soft-labels id>,...   # one table, the last vs each
 
 Every figure comes from the runs; nothing is typed by hand.
 """
 import sys
+import tempfile
 
+import numpy as np
 from mlflow.tracking import MlflowClient
+
+from kd_imdb import stats
+from kd_imdb.soft_labels import ARTIFACT, read_logits
 
 client = MlflowClient()
 
@@ -42,6 +48,33 @@ def labels(run_id):
         print(f"| {split} | " + " | ".join(f"{m[f'teacher_{split}_{k}']:.4f}" for k in ("accuracy", "f1", "log_loss", "ece")) + " |")
 
 
+def teachers(run_ids):
+    """Soft-labels runs side by side on the reviews every one of them scored: validation and test accuracy
+    (Wilson 95% CI over the test reviews), and an exact McNemar test of the last run against each other."""
+    rows, logits = [], []
+    for run_id in run_ids.split(","):
+        run = client.get_run(run_id)
+        frame, fingerprint = read_logits(client.download_artifacts(run_id, ARTIFACT, tempfile.mkdtemp()))
+        logits.append(frame.drop_duplicates("id").set_index("id")[["logit_0", "logit_1"]])  # a duplicate text keeps one split
+        rows.append((run, fingerprint))
+    from kd_imdb.data import load_data
+
+    data = load_data(client.get_run(run_ids.split(",")[0]).data.params["data"])
+    test = data.split("test").drop_duplicates("id").set_index("id")
+    labels = test["label"].to_numpy()
+    preds = [t.loc[test.index].to_numpy().argmax(1) for t in logits]
+    print(f"\n{len(test)} distinct test reviews; McNemar: the last teacher against each\n")
+    print("| teacher | run | val accuracy | test accuracy [95% CI] | F1 | log-loss | ECE | McNemar p vs last |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (run, fp), pred in zip(rows, preds):
+        m = run.data.metrics
+        acc, low, high = stats.accuracy_ci(pred == labels)
+        p = stats.mcnemar(labels, pred, preds[-1])["pvalue"] if pred is not preds[-1] else float("nan")
+        print(f"| {run.info.run_name} | `{run.info.run_id[:8]}` | {m['teacher_val_accuracy']:.4f} | {acc:.4f} [{low:.4f}, "
+              f"{high:.4f}] | {m['teacher_test_f1']:.4f} | {m['teacher_test_log_loss']:.4f} | {m['teacher_test_ece']:.4f} | "
+              f"{'' if np.isnan(p) else f'{p:.2g}'} |")
+
+
 def pair(run_id):
     run = client.get_run(run_id)
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
@@ -62,4 +95,4 @@ def pair(run_id):
 
 for arg in sys.argv[1:]:
     kind, run_id = arg.split("=")
-    {"teacher": teacher, "labels": labels, "pair": pair}[kind](run_id)
+    {"teacher": teacher, "labels": labels, "pair": pair, "teachers": teachers}[kind](run_id)

@@ -86,3 +86,39 @@ def test_pairing_groups_keep_another_machines_pairs_apart(tmp_path, capsys):
     assert row[3].startswith(f"{diff.mean():+.4f} [")
     assert combine_runs.main([str(gru256), f"{tmp_path / 'runs.csv'}#b", "--compact"]) == 2
     assert "several pairing groups" in capsys.readouterr().err
+
+
+def test_report_runs_compares_teachers_on_the_same_test_reviews(local_store, tmp_path):
+    """scripts/report_runs.py teachers=A,B: one row per soft-labels run, Wilson CI and McNemar against the last."""
+    import subprocess
+
+    from conftest import BIN, run_cli
+    from kd_imdb import stats
+    from kd_imdb.data import load_data
+    from kd_imdb.soft_labels import write_logits
+
+    data = load_data("sample")
+    frame = data.frame.drop_duplicates("id")
+    rng = np.random.default_rng(0)
+    runs, preds = [], []
+    for k, flip in enumerate((0.2, 0.1)):  # two noisy teachers: wrong on 20% and 10% of reviews
+        right = rng.random(len(frame)) >= flip
+        margin = np.where(frame["label"].to_numpy() == 1, 1.0, -1.0) * np.where(right, 1.0, -1.0)
+        write_logits(pd.DataFrame({"id": frame["id"], "logit_0": -margin / 2, "logit_1": margin / 2}),
+                     {"data_hash": data.content_hash}, tmp_path / f"t{k}.parquet")
+        proc = run_cli("soft-labels", "--logits-file", str(tmp_path / f"t{k}.parquet"), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(proc.stdout.strip().split()[-1])
+        preds.append(pd.Series((margin > 0).astype(int), index=frame["id"]))
+    out = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "report_runs.py"), f"teachers={','.join(runs)}"],
+                         capture_output=True, text=True, cwd=tmp_path, env={"MLFLOW_TRACKING_URI": local_store})
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| soft_labels")]
+    assert len(rows) == 2
+    test = data.split("test").drop_duplicates("id")  # every distinct test review, whatever split its twin is in
+    labels = test["label"].to_numpy()
+    preds = [p.loc[test["id"]].to_numpy() for p in preds]
+    acc, low, high = stats.accuracy_ci(preds[0] == labels)
+    assert f"{acc:.4f} [{low:.4f}, {high:.4f}]" in rows[0]
+    assert rows[0].rstrip(" |").endswith(f"{stats.mcnemar(labels, preds[0], preds[1])['pvalue']:.2g}")
+    assert rows[1].endswith("|  |")  # the last is the reference

@@ -13,6 +13,15 @@ def test_mean_ci_matches_t_interval_by_hand():
     assert np.isnan(stats.mean_ci([0.8])[1])
 
 
+def test_accuracy_ci_is_wilsons_interval():
+    # 90 right of 100: Wilson's 95% interval is [0.8256, 0.9448] (by hand: centre (0.9 + 1.9208/100) /
+    # 1.038415, half-width 1.95996 / 1.038415 * sqrt(0.0009 + 0.00009604))
+    acc, low, high = stats.accuracy_ci([True] * 90 + [False] * 10)
+    assert acc == 0.9 and low == pytest.approx(0.82565, abs=1e-4) and high == pytest.approx(0.94477, abs=1e-4)
+    acc, low, high = stats.accuracy_ci([True] * 50)
+    assert acc == 1.0 and high == pytest.approx(1.0) and 0.92 < low < 0.93  # inside [0, 1], unlike p +- z*se
+
+
 def test_paired_difference_uses_the_pairing():
     scratch = np.array([0.70, 0.75, 0.80, 0.85, 0.90])
     kd = scratch + np.array([0.010, 0.012, 0.011, 0.009, 0.010])  # small, consistent gains
