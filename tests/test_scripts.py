@@ -122,3 +122,32 @@ def test_report_runs_compares_teachers_on_the_same_test_reviews(local_store, tmp
     assert f"{acc:.4f} [{low:.4f}, {high:.4f}]" in rows[0]
     assert rows[0].rstrip(" |").endswith(f"{stats.mcnemar(labels, preds[0], preds[1])['pvalue']:.2g}")
     assert rows[1].endswith("|  |")  # the last is the reference
+
+
+def test_teacher_strength_table(tmp_path):
+    """scripts/teacher_strength.py: the teacher's accuracy from its logits file, the student's gain over
+    its own scratch arm as the paired difference."""
+    import subprocess
+
+    from conftest import BIN
+    from kd_imdb.data import load_data
+    from kd_imdb.soft_labels import write_logits
+
+    data = load_data("sample")
+    reviews = data.frame.drop_duplicates("id")
+    margin = np.where(reviews["label"].to_numpy() == 1, 1.0, -1.0)
+    margin[::4] *= -1  # wrong on every fourth review
+    write_logits(pd.DataFrame({"id": reviews["id"], "logit_0": -margin / 2, "logit_1": margin / 2}),
+                 {"data_hash": data.content_hash}, tmp_path / "t.parquet")
+    test = data.split("test").drop_duplicates("id")
+    expected = float(((pd.Series(margin, index=reviews["id"]).loc[test["id"]] > 0) == (test["label"] == 1).to_numpy()).mean())
+    scratch, transfer = [0.80, 0.82, 0.81], [0.83, 0.84, 0.85]
+    pd.DataFrame({"arch": "gru", "hidden": 32, "seed": [0, 1, 2] * 2, "arm": ["scratch"] * 3 + ["kd_transfer"] * 3,
+                  "test_accuracy": scratch + transfer}).to_csv(tmp_path / "runs.csv", index=False)
+    out = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "teacher_strength.py"), "--out", str(tmp_path / "out"),
+                          f"T=tmp_path/t.parquet=tmp_path/runs.csv".replace("tmp_path", str(tmp_path))],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = [line for line in out.stdout.splitlines() if line.startswith("| T |")][0]
+    assert f"| {expected:.4f} | kd_transfer | 3 | 0.8400 [" in row and "| 0.8100 | +0.0300 [" in row
+    assert (tmp_path / "out" / "teacher_strength.png").read_bytes()[:4] == b"\x89PNG"
