@@ -65,8 +65,9 @@ def main() -> None:
     ax.errorbar(table["teacher_test_accuracy"], table["student"],
                 yerr=[table["student"] - table["student_low"], table["student_high"] - table["student"]],
                 fmt="o", capsize=3, label="student (transfer-set KD), 95% CI over seeds")
-    for r in table.itertuples():
-        ax.annotate(r.teacher, (r.teacher_test_accuracy, r.student), textcoords="offset points", xytext=(5, -12), fontsize=8)
+    for i, r in enumerate(table.itertuples()):  # labels alternately below and above: neighbours do not overlap
+        ax.annotate(r.teacher, (r.teacher_test_accuracy, r.student), textcoords="offset points",
+                    xytext=(5, -12 if i % 2 == 0 else 8), fontsize=8)
     lo = min(table["teacher_test_accuracy"].min(), table["student_low"].min()) - 0.005
     hi = max(table["teacher_test_accuracy"].max(), table["student_high"].max()) + 0.005
     ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="student = teacher")
