@@ -123,14 +123,15 @@ def _read_file(path: Path) -> pd.DataFrame:
     kind = FILE_SUFFIXES[path.suffix.lower()]
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty (it has no rows); write a header and reviews, or pass another file")
-    if path.suffix.lower() == ".jsonl":
-        _check_json_lines(path)
-    if kind == "csv" and _csv_has_no_rows(path):
-        raise DataError(f"{path}: the file has no rows (a header alone); add reviews under the header")
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
         frame = ds.to_pandas()
     except Exception as exc:  # datasets wraps the parser's error (pandas, pyarrow) in its own types
+        # Only a file that failed is read again, to name what is wrong with it in the user's terms.
+        if path.suffix.lower() == ".jsonl":
+            _check_json_lines(path)
+        if kind == "csv" and _csv_has_no_rows(path):
+            raise DataError(f"{path}: the file has no rows (a header alone); add reviews under the header") from exc
         root = _root_cause(exc)
         raise DataError(f"{path}: unreadable {kind} file ({type(root).__name__}: {_first_line(root)})") from exc
     if len(frame) == 0:

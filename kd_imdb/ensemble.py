@@ -55,8 +55,8 @@ def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = F
                                   "method": method, "data_hash": data.content_hash})
         aligned = np.stack([load_for_data(r, data).to_numpy(np.float64) for r in runs])  # [k, n, 2]; each checks its fingerprint
         metrics: dict = {}
-        fingerprint = {"teacher_run_id": f"{'ensemble' if method == 'mean' else 'stack'}:" + "+".join(runs),
-                       "teacher": "ensemble" if method == "mean" else "stack", "members": runs,
+        name = "ensemble" if method == "mean" else "stack"
+        fingerprint = {"teacher_run_id": f"{name}:" + "+".join(runs), "teacher": name, "members": runs,
                        "data_hash": data.content_hash}
         if method == "mean":
             logits = aligned.mean(axis=0)  # [n, 2]

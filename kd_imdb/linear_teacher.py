@@ -95,7 +95,7 @@ def make_model(kind: str, max_ngram: int, c: float) -> Pipeline:
         features = [TfidfVectorizer(ngram_range=(1, max_ngram), min_df=2, max_df=0.9, sublinear_tf=True,
                                     strip_accents="unicode", preprocessor=_clean)]
     else:
-        features = [CountVectorizer(ngram_range=(1, max_ngram), min_df=2, binary=True, strip_accents="unicode",
+        features = [CountVectorizer(ngram_range=(1, max_ngram), min_df=2, strip_accents="unicode",  # NBScaler binarises
                                     preprocessor=_clean, token_pattern=r"(?u)\b\w+\b|[!?]"), NBScaler()]
     return make_pipeline(*features, LogisticRegression(C=c, max_iter=2000, solver="liblinear"))
 

@@ -122,25 +122,21 @@ def log_dict_artifact(obj: dict, name: str) -> None:
     mlflow.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
 
 
-def require_run(run_id: str, what: str):
+def require_run(run_id: str, what: str = ""):
     """The run ``run_id``; a missing one is a one-line error naming ``what`` it should be. Called before
     a stage opens its own run, so a bad id leaves nothing behind."""
     try:
         return MlflowClient().get_run(run_id)
     except Exception as exc:
-        raise TrackingError(f"{what} run {run_id!r} not found in {tracking_uri()}; check the run id and "
-                            "MLFLOW_TRACKING_URI") from exc
+        raise TrackingError(f"{what + ' ' if what else ''}run {run_id!r} not found in {tracking_uri()}; check the "
+                            "run id and MLFLOW_TRACKING_URI") from exc
 
 
 def download_artifact(run_id: str, path: str) -> Path:
     """Download ``path`` of ``run_id`` into a temp dir; a missing run or file is a one-line error."""
-    client = MlflowClient()
+    require_run(run_id)
     try:
-        client.get_run(run_id)
-    except Exception as exc:
-        raise TrackingError(f"run {run_id} not found in {tracking_uri()}; check the run id and MLFLOW_TRACKING_URI") from exc
-    try:
-        local = client.download_artifacts(run_id, path, tempfile.mkdtemp(prefix="kd_imdb_"))
+        local = MlflowClient().download_artifacts(run_id, path, tempfile.mkdtemp(prefix="kd_imdb_"))
     except Exception as exc:
         raise TrackingError(f"run {run_id} has no artifact {path!r}; is it the right kind of run?") from exc
     return Path(local)

@@ -54,9 +54,9 @@ def teachers(run_ids):
     rows, logits = [], []
     for run_id in run_ids.split(","):
         run = client.get_run(run_id)
-        frame, fingerprint = read_logits(client.download_artifacts(run_id, ARTIFACT, tempfile.mkdtemp()))
+        frame, _ = read_logits(client.download_artifacts(run_id, ARTIFACT, tempfile.mkdtemp()))
         logits.append(frame.drop_duplicates("id").set_index("id")[["logit_0", "logit_1"]])  # a duplicate text keeps one split
-        rows.append((run, fingerprint))
+        rows.append(run)
     from kd_imdb.data import load_data
 
     data = load_data(client.get_run(run_ids.split(",")[0]).data.params["data"])
@@ -66,7 +66,7 @@ def teachers(run_ids):
     print(f"\n{len(test)} distinct test reviews; McNemar: the last teacher against each\n")
     print("| teacher | run | val accuracy | test accuracy [95% CI] | F1 | log-loss | ECE | McNemar p vs last |")
     print("|---|---|---|---|---|---|---|---|")
-    for (run, fp), pred in zip(rows, preds):
+    for run, pred in zip(rows, preds):
         m = run.data.metrics
         acc, low, high = stats.accuracy_ci(pred == labels)
         p = stats.mcnemar(labels, pred, preds[-1])["pvalue"] if pred is not preds[-1] else float("nan")
