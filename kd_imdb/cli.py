@@ -225,7 +225,8 @@ def study(**kwargs) -> None:
 @click.option("--storage", default="sqlite:///optuna-sweep.db", show_default=True,
               help="Optuna storage; an RDB URL shared by workers on several machines.")
 @click.option("--study-name", "study_name", default="", help="Default: derived from the student and soft labels.")
-@click.option("--workers", default=1, show_default=True, type=int, help="Local worker processes.")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="Local worker processes; 0: queue the trials and wait for kd-imdb sweep-worker on other machines.")
 @friendly_errors
 def sweep(**kwargs) -> None:
     """Search the KD temperature (and alpha) with Optuna, maximising validation accuracy."""

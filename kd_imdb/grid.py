@@ -97,6 +97,15 @@ def drain(study: optuna.Study, objective, timeout: float | None = None) -> None:
             return
 
 
+def wait_for_workers(study: optuna.Study, poll_s: float = 5.0) -> None:
+    """Wait until no trial is queued or running anywhere (the leader with no local workers). A dead
+    worker's trial goes FAILED when its heartbeat is stale and is queued again for the others."""
+    active = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    while study.get_trials(deepcopy=False, states=active):
+        time.sleep(poll_s)
+        optuna.storages.fail_stale_trials(study)
+
+
 def work(storage_url: str, name: str, tracking_uri: str) -> int:
     """Pop queued pairs and train their missing arms until the queue is empty; returns pairs trained."""
     import mlflow

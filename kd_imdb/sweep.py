@@ -55,15 +55,15 @@ class SweepConfig:
     batch_size: int = 64
     storage: str = "sqlite:///optuna-sweep.db"
     study_name: str = ""  # default: derived from the student and soft labels
-    workers: int = 1  # local worker processes
+    workers: int = 1  # local worker processes; 0: queue the trials and wait for sweep-workers
 
     def __post_init__(self) -> None:
         if not self.soft_labels_run_id:
             raise ValueError("the sweep needs soft_labels_run_id (run the soft_labels entry point first)")
         if not 0 < self.t_min < self.t_max:
             raise ValueError(f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
-        if self.n_trials < 1 or self.timeout < 0:
-            raise ValueError("n_trials must be >= 1 and timeout >= 0")
+        if self.n_trials < 1 or self.timeout < 0 or self.workers < 0:
+            raise ValueError("n_trials must be >= 1, timeout >= 0 and workers >= 0")
         self.student(2.0, 1.0)  # validates the student parameters
         if not self.study_name:
             self.study_name = f"kd_imdb-sweep-{self.arch}-{self.hidden}-{self.soft_labels_run_id[:8]}"
@@ -230,7 +230,13 @@ def run(cfg: SweepConfig) -> dict:
         study.set_user_attr("config", asdict(cfg))  # what kd-imdb sweep-worker on another machine needs
         study.set_user_attr("parent_run_id", parent.info.run_id)
         mlflow.log_metric("trials_queued_now", queue_trials(study, cfg.n_trials))
-        if cfg.workers <= 1:
+        if cfg.workers == 0:
+            from kd_imdb.grid import wait_for_workers
+
+            log.info("%d trials queued; run them with: kd-imdb sweep-worker --storage %s --study-name %s",
+                     cfg.n_trials, cfg.storage, cfg.study_name)
+            wait_for_workers(study)
+        elif cfg.workers == 1:
             work(cfg, parent.info.run_id)
         else:
             ctx = mp.get_context("spawn")

@@ -89,16 +89,19 @@ def test_worker_killed_mid_trial_leaves_a_usable_study(env, labels, tmp_path):
     args = [str(BIN / "kd-imdb"), "sweep", "--soft-labels-run-id", labels, "--n-trials", "3", "--storage", storage,
             "--study-name", "killed", *TINY, "--epochs", "3"]
     proc = subprocess.Popen(args, env=full_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Kill once the first trial's MLflow run is open (a fixed sleep after the Optuna trial starts could
+    # land before the run opens on a busy machine): its first of three epochs is still training.
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     deadline = time.time() + 240
-    while time.time() < deadline:
-        try:
-            study = optuna.load_study(study_name="killed", storage=storage)
-            if study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
-                break
-        except KeyError:
-            pass
-        time.sleep(0.3)
-    time.sleep(1.5)
+    running = []
+    while time.time() < deadline and not running:
+        assert proc.poll() is None, proc.stdout.read()[-2000:]
+        experiment = client.get_experiment_by_name(env["MLFLOW_EXPERIMENT_NAME"])
+        if experiment is not None:
+            running = client.search_runs([experiment.experiment_id],
+                                         "tags.`optuna.study` = 'killed' and attributes.status = 'RUNNING'")
+        time.sleep(0.2)
+    assert running, "no trial run opened"
     os.kill(proc.pid, signal.SIGKILL)  # mid-trial
     proc.wait()
     # A new sweep invocation on the same storage finishes the job: the dead trial goes FAILED (its
@@ -111,7 +114,6 @@ def test_worker_killed_mid_trial_leaves_a_usable_study(env, labels, tmp_path):
     assert sum(s in done for s in states) == 3
     assert optuna.trial.TrialState.FAIL in states and optuna.trial.TrialState.RUNNING not in states
     # No MLflow run stays RUNNING either: the killed sweep's parent and its trial's run are closed KILLED.
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment_id = client.get_experiment_by_name(env["MLFLOW_EXPERIMENT_NAME"]).experiment_id
     mine = client.search_runs([experiment_id], "tags.`optuna.study` = 'killed'")
     killed = [r for r in mine if r.info.status == "KILLED"]
