@@ -14,6 +14,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +40,19 @@ def load_student(directory: str | Path):
     return model.eval(), load_tokenizer(directory / "tokenizer.json"), max_len
 
 
+# The input column is typed Any, not string: with a string column MLflow's scoring server casts JSON
+# 5 and null to "5" and "None" before the model sees them, and scores them as reviews. texts_from
+# checks the types instead, so non-text is answered 400.
+INPUT_SCHEMA = Schema([ColSpec(AnyType(), "text")])
+
+
 def texts_from(model_input) -> list[str]:
-    """Raw texts from a DataFrame with a ``text`` column, a Series, a list of strings or one string."""
+    """Raw texts from a DataFrame with a ``text`` column, a Series, a list of strings, a {"text": ...}
+    mapping or one string; anything else is a ValueError naming the first bad review."""
+    if isinstance(model_input, dict):
+        if "text" not in model_input:
+            raise ValueError(f"input has no 'text' field (fields: {list(model_input)}); pass reviews in 'text'")
+        model_input = model_input["text"]
     if isinstance(model_input, str):
         model_input = [model_input]
     if isinstance(model_input, pd.DataFrame):
@@ -45,7 +60,11 @@ def texts_from(model_input) -> list[str]:
             raise ValueError(f"input has no 'text' column (columns: {list(model_input.columns)}); "
                              "pass a table with one review per row in 'text'")
         model_input = model_input["text"]
+    if not isinstance(model_input, (list, tuple, pd.Series, np.ndarray)):
+        raise ValueError(f"reviews must be a list of strings, got {type(model_input).__name__}; pass review texts")
     texts = list(model_input)
+    if len(texts) == 1 and isinstance(texts[0], (list, tuple, np.ndarray)):
+        texts = list(texts[0])  # MLflow's serving makes {"inputs": {"text": [r1, r2]}} one row holding the list
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"review {bad[0]} is not a string ({type(texts[bad[0]]).__name__}); pass review texts")
@@ -66,20 +85,28 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         from kd_imdb.tokenizer import encode_texts
         from kd_imdb.train import predict
 
-        texts = texts_from(model_input)
-        probability = softmax(predict(self.model, encode_texts(self.tokenizer, texts, self.max_len)))[:, 1]
+        # MlflowExceptions are what the scoring server answers without a stack trace: bad input gets a
+        # 400 with one line; anything else a 500 whose traceback stays in the server's log.
+        try:
+            texts = texts_from(model_input)
+        except ValueError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
+        try:
+            probability = softmax(predict(self.model, encode_texts(self.tokenizer, texts, self.max_len)))[:, 1]
+        except Exception:
+            log.exception("the student failed on a batch of %d reviews", len(texts))
+            raise MlflowException("the student failed on this input; the server's log has the traceback",
+                                  error_code=INTERNAL_ERROR) from None
         return pd.DataFrame({"label": (probability >= 0.5).astype(np.int64), "probability": probability})
 
 
 def log_pyfunc(student_dir: str | Path, name: str = "model"):
     """Log the student in ``student_dir`` as a pyfunc model in the active run; returns its ModelInfo."""
-    from mlflow.models import infer_signature
-
     import kd_imdb
 
     model = StudentModel()
     model.model, model.tokenizer, model.max_len = load_student(student_dir)
-    signature = infer_signature(EXAMPLE, model.predict(None, EXAMPLE))
+    signature = ModelSignature(inputs=INPUT_SCHEMA, outputs=infer_signature(EXAMPLE, model.predict(None, EXAMPLE)).outputs)
     with tempfile.TemporaryDirectory() as tmp:
         # The model needs the package's code, not its 1.4 MB demo sample or bytecode caches.
         code = Path(tmp) / "kd_imdb"

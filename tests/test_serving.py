@@ -1,0 +1,116 @@
+"""kd_imdb.serving behind a real ``mlflow models serve``: every REST input format answers, non-text is a 400
+with one line and no stack trace, and a bounded load test (benchmarks/serving_load.py) gets no 5xx."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import mlflow
+import pandas as pd
+import pytest
+import requests
+
+from conftest import BIN, ROOT, free_port
+from kd_imdb.data import load_data
+from kd_imdb.experiment import save_student
+from kd_imdb.serving import log_pyfunc, texts_from
+from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.tokenizer import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny GRU student logged as the pyfunc, served on a free loopback port; yields its URL."""
+    root = tmp_path_factory.mktemp("served")
+    texts = load_data("sample").split("train")["text"].tolist()
+    spec = StudentSpec(arch="gru", hidden=4, embedding_dim=8, vocab_size=300)
+    save_student(root / "student", build_student(spec, 0), spec, train_tokenizer(texts, vocab_size=300), 64)
+    store = f"sqlite:///{root}/mlflow.db"
+    mlflow.set_tracking_uri(store)
+    with mlflow.start_run():
+        info = log_pyfunc(root / "student")
+    mlflow.set_tracking_uri(None)
+    port = free_port()
+    log = open(root / "serve.log", "w")
+    proc = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", info.model_uri, "--env-manager", "local",
+                             "--host", "127.0.0.1", "-p", str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                            env={"PATH": f"{BIN}:/usr/bin:/bin", "MLFLOW_TRACKING_URI": store, "HOME": str(root)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/ping", timeout=1).ok:
+                break
+        except requests.RequestException:
+            pass
+        assert proc.poll() is None, (root / "serve.log").read_text()[-2000:]
+        time.sleep(0.5)
+    else:
+        pytest.fail("mlflow models serve did not answer in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def post(url: str, body: str) -> requests.Response:
+    return requests.post(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"}, timeout=30)
+
+
+def test_every_rest_input_format_gets_the_same_predictions(served):
+    url, frame = served, pd.DataFrame({"text": ["a fine film", "a dull film"]})
+    bodies = [json.dumps({"inputs": frame["text"].tolist()}),
+              json.dumps({"inputs": {"text": frame["text"].tolist()}}),
+              json.dumps({"instances": [{"text": t} for t in frame["text"]]}),
+              json.dumps({"dataframe_records": frame.to_dict(orient="records")}),
+              json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)})]
+    answers = []
+    for body in bodies:
+        response = post(url, body)
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["predictions"])
+    assert len(answers[0]) == 2 and {"label", "probability"} <= set(answers[0][0])
+    assert all(a == answers[0] for a in answers)
+
+
+@pytest.mark.parametrize("body, reason", [
+    ('{"inputs": [5]}', "review 0 is not a string (int)"),
+    ('{"inputs": {"text": 5}}', "review 0 is not a string (int)"),
+    ('{"inputs": ["a fine film", 7]}', "review 1 is not a string (int)"),
+    ('{"instances": [null]}', "review 0 is not a string (NoneType)"),
+    ('{"dataframe_records": [{"text": 5}]}', "review 0 is not a string (int)"),
+    ('{"dataframe_split": {"columns": ["text"], "data": [[null]]}}', "review 0 is not a string"),
+    ('{"inputs": [""]}', "review 0 is empty"),
+    ('{"text": 5}', "exactly one of the input fields"),
+    ("null", "exactly one of the input fields"),
+    ("not json", "valid JSON"),
+])
+def test_non_text_is_a_400_with_its_reason_and_no_stack_trace(served, body, reason):
+    url = served
+    response = post(url, body)
+    assert response.status_code == 400, response.text
+    message = response.json()["message"]
+    assert reason in message, message
+    assert "stack_trace" not in response.json() and "Traceback" not in response.text
+    assert str(ROOT) not in response.text and "site-packages" not in response.text  # no server paths
+
+
+def test_the_cli_edge_and_the_pyfunc_read_reviews_alike():
+    assert texts_from({"text": ["a", "b"]}) == ["a", "b"]
+    assert texts_from(pd.DataFrame({"text": ["a"]})) == ["a"]
+    for bad in ({"text": 5}, {"review": "a"}, 5, [None]):
+        with pytest.raises(ValueError):
+            texts_from(bad)
+
+
+def test_a_bounded_load_gets_no_5xx_and_400_for_every_malformed_body(served, tmp_path):
+    url = served
+    out = tmp_path / "load.json"
+    proc = subprocess.run([str(BIN / "python"), str(ROOT / "benchmarks" / "serving_load.py"), "--url", url,
+                           "--clients", "4", "--requests", "20", "--malformed-every", "5", "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    figures = json.loads(out.read_text())
+    assert figures["requests"] == 80 and figures["server_errors"] == 0 and figures["wrong_status"] == []
+    assert figures["status"] == {"200": 64, "400": 16}  # every 5th of each client's 20 is malformed
+    assert figures["tracebacks"] == 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
