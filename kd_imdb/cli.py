@@ -15,18 +15,24 @@ from kd_imdb import teacher as teacher_mod
 
 
 def friendly_errors(fn):
-    """Turn known bad-input errors into one line on stderr and exit status 2 (the run ends FAILED)."""
+    """Turn known bad-input errors into one line on stderr and exit status 2, and a lost worker into one
+    line and status 1 (either way the run ends FAILED)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from kd_imdb.data import DataError
         from kd_imdb.tracking import TrackingError
 
+        from kd_imdb.study import WorkerLost
+
         try:
             return fn(*args, **kwargs)
         except (DataError, TrackingError, ValueError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except WorkerLost as exc:  # a fault, not bad input: status 1, and still one line
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -80,6 +86,8 @@ def teacher(**kwargs) -> None:
               help="Register this existing logits file (id, logit_0, logit_1) instead of running the teacher.")
 @click.option("--cache-dir", "cache_dir", default="checkpoints", show_default=True,
               help="Labelled chunks are cached here; a killed job resumes.")
+@click.option("--chunk-size", "chunk_size", default=4096, show_default=True, type=int,
+              help="Reviews per cached chunk: a killed job loses at most one chunk's work.")
 @click.option("--stride", default=0, show_default=True, type=int,
               help="Score whole reviews: every max_len-token window, one every STRIDE tokens (0 = the teacher's "
               "own single view, e.g. head+tail).")

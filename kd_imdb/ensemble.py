@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 

@@ -184,7 +184,11 @@ def run_shared(cfg, items: list[dict], tracking_uri: str, study_id: str) -> None
             continue  # ...for the remote workers
         if _waiting(study):
             work(cfg.storage, name, tracking_uri)  # ...or trained here
-    if any(p.exitcode != 0 for p in procs):
-        raise RuntimeError("a study worker failed; rerun the study to resume")
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        from kd_imdb.study import WorkerLost
+
+        raise WorkerLost(f"{len(failed)} study worker(s) died (exit codes {failed}); rerun the same command to "
+                         "train what they held")
     log.info("all queued pairs are done: %s", json.dumps({s.name: len(study.get_trials(states=(s,)))
                                                           for s in optuna.trial.TrialState}))

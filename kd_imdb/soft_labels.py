@@ -220,7 +220,7 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
     kind = ("int8" if cfg.onnx_int8 else "fp32") + (f"-w{cfg.stride}" if windowed else "")
     cache = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}-{data.content_hash}-{kind}"
     cache.mkdir(parents=True, exist_ok=True)
-    t0, computed, n_views = time.time(), 0, 0
+    t0, computed, n_views, reused = time.time(), 0, 0, 0
     parts = [known[["id", "logit_0", "logit_1"]]]  # one row per view: a review has several when windowed
     n_chunks = (len(todo) + cfg.chunk_size - 1) // cfg.chunk_size
     for c in range(n_chunks):
@@ -233,7 +233,12 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
             part = pd.DataFrame({"id": chunk["id"].to_numpy()[owner], "logit_0": logits[:, 0], "logit_1": logits[:, 1]})
             _write_chunk(part, file)
             computed, n_views = computed + len(chunk), n_views + len(ids)
+        else:
+            reused += 1
         parts.append(part)
+    metrics["label_chunks"], metrics["label_chunks_from_cache"] = n_chunks, reused
+    if reused:
+        log.info("%d of %d chunks came from the cache in %s", reused, n_chunks, cache)
     if computed:
         metrics["label_reviews_per_s"] = computed / (time.time() - t0)
         metrics["label_views_per_s"] = n_views / (time.time() - t0)

@@ -183,6 +183,10 @@ def close_stale_runs(client, experiment_id: str, pair_id: str) -> None:
 # ----------------------------------------------------------------------------- workers
 
 
+class WorkerLost(RuntimeError):
+    """A worker process died (killed, out of memory): a fault, not bad input; a rerun resumes."""
+
+
 def _worker(cfg: StudyConfig, items: "mp.Queue", tracking_uri: str) -> None:
     """Prepare the data once, then train the missing arms of each pair taken from ``items``."""
     import mlflow
@@ -261,7 +265,8 @@ def run_workers(cfg: StudyConfig, todo: list[dict], tracking_uri: str) -> None:
         p.join()
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
-        raise RuntimeError(f"{len(failed)} study worker(s) failed (exit codes {failed}); rerun the study to resume")
+        raise WorkerLost(f"{len(failed)} study worker(s) died (exit codes {failed}); the pairs they held are not "
+                         "finished: rerun the same command to train them")
 
 
 # ----------------------------------------------------------------------------- the entry point

@@ -145,7 +145,7 @@ def test_teacher_strength_table(tmp_path):
     pd.DataFrame({"arch": "gru", "hidden": 32, "seed": [0, 1, 2] * 2, "arm": ["scratch"] * 3 + ["kd_transfer"] * 3,
                   "test_accuracy": scratch + transfer}).to_csv(tmp_path / "runs.csv", index=False)
     out = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "teacher_strength.py"), "--out", str(tmp_path / "out"),
-                          f"T=tmp_path/t.parquet=tmp_path/runs.csv".replace("tmp_path", str(tmp_path))],
+                          "T=tmp_path/t.parquet=tmp_path/runs.csv".replace("tmp_path", str(tmp_path))],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     row = [line for line in out.stdout.splitlines() if line.startswith("| T |")][0]

@@ -1,11 +1,9 @@
-"""The study on a real mlflow server: the run tree, statistics outputs, the registry, and resume after SIGKILL."""
+"""The study on a real mlflow server: the run tree, statistics outputs and the registry (kills: test_faults.py)."""
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -231,39 +229,6 @@ def test_study_report_rebuilds_the_tables_from_the_runs(study, server_env):
     pd.testing.assert_frame_equal(before, after)
     bad = run_cli("study-report", "--study-run-id", study["soft_labels_run"], env=server_env, cwd=study["tmp"])
     assert bad.returncode == 2 and "not a study" in bad.stderr
-
-
-def test_sigkill_mid_study_then_rerun_gives_one_finished_run_per_cell(server_env, soft_labels_run, tmp_path):
-    env = {**os.environ, **server_env, "MLFLOW_EXPERIMENT_NAME": "study-kill", "PATH": f"{BIN}:{os.environ['PATH']}"}
-    args = [str(BIN / "kd-imdb"), "study", "--soft-labels-run-id", soft_labels_run, "--grid", "gru:8,12",
-            "--seeds", "2", "--workers", "1", "--register", "false", "--epochs", "2", "--max-len", "48",
-            "--vocab-size", "1500", "--embedding-dim", "16"]
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    client = MlflowClient(server_env["MLFLOW_TRACKING_URI"])
-    deadline = time.time() + 300
-    experiment = None
-    while time.time() < deadline:  # kill once some arms finished and others have not
-        experiment = experiment or client.get_experiment_by_name("study-kill")
-        if experiment:
-            done = client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != '' and attributes.status = 'FINISHED'")
-            if len(done) >= 1:
-                break
-        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
-        time.sleep(0.5)
-    os.kill(proc.pid, signal.SIGKILL)  # the study process only: its workers must die with it
-    proc.wait()
-    time.sleep(2)
-    partial = client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != '' and attributes.status = 'FINISHED'")
-    assert 1 <= len(partial) < 8
-    rerun = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    study_id = rerun.stdout.strip().split()[-1]
-    cells = finished_cells(client, experiment.experiment_id, study_id)
-    assert len(cells) == 8 and set(cells.values()) == {1}
-    statuses = Counter(r.info.status for r in client.search_runs([experiment.experiment_id], "tags.`kd_imdb.arm` != ''"))
-    assert statuses["RUNNING"] == 0
-    assert statuses["FINISHED"] == 8
 
 
 def test_notebook_rebuilds_the_study_tables(study, server_env, tmp_path):
