@@ -57,11 +57,13 @@ def export_teacher_int8(model, path: str | Path, recipe: str = "channel") -> Pat
 class OnnxTeacher:
     """ONNX Runtime inference with the same length-sorted dynamic padding as the PyTorch path."""
 
-    def __init__(self, path: str | Path, pad_id: int):
+    def __init__(self, path: str | Path, pad_id: int, threads: int = 0):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.pad_id = pad_id
 
