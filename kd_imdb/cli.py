@@ -48,6 +48,8 @@ def main(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+LABEL_BUDGET_HELP = ("Train on this many labelled reviews, a stratified subset nested inside every larger "
+                     "budget (validation, test and the unlabelled reviews unchanged); 0 = all.")
 DATA_HELP = ("'sample' (shipped), a folder with {train,test,unsupervised}.parquet, an aclImdb/ folder, "
              "a CSV/JSONL/parquet file with text,label[,split], or a hub id such as stanfordnlp/imdb.")
 
@@ -151,6 +153,7 @@ def student_options(fn):
         click.option("--alpha", default=1.0, show_default=True, type=float, help="Weight of the soft term; 1 = soft only."),
         click.option("--hard-epochs", "hard_epochs", default=0, show_default=True, type=int,
                      help="Epochs on hard labels after KD (the origin's other arm)."),
+        click.option("--label-budget", "label_budget", default=0, show_default=True, type=int, help=LABEL_BUDGET_HELP),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -202,6 +205,7 @@ def student(**kwargs) -> None:
               "machines join with kd-imdb study-worker. Empty: local workers only.")
 @click.option("--teachers", default="", help="More soft_labels runs as NAME=RUN_ID,...; the arm kd@NAME distils "
               "from teacher NAME (e.g. --teachers linear=RUN_ID --arms scratch,kd,kd@linear).")
+@click.option("--label-budget", "label_budget", default=0, show_default=True, type=int, help=LABEL_BUDGET_HELP)
 @friendly_errors
 def study(**kwargs) -> None:
     """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""

@@ -338,6 +338,22 @@ def _carve_validation(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd
     return frame
 
 
+def label_budget(train: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """The first ``n`` labelled reviews of ``train`` in a seeded, per-class order: stratified (each class
+    keeps its share, rounded) and nested (a smaller budget's reviews all sit inside a larger one's),
+    whatever the row order, since reviews are ordered by id before the shuffle. ``n`` >= len: all."""
+    if n < 2:
+        raise ValueError(f"a label budget needs at least 2 reviews (one per class), got {n}")
+    if n >= len(train):
+        return train
+    keep = []
+    for label, part in train.groupby("label"):
+        part = part.sort_values("id", kind="stable")
+        order = np.random.default_rng([seed, int(label)]).permutation(len(part))
+        keep.append(part.iloc[order[: max(1, round(n * len(part) / len(train)))]])
+    return pd.concat(keep).sort_index()
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

@@ -65,6 +65,7 @@ class StudentConfig:
     hard_epochs: int = 0
     val_fraction: float = 0.1
     teachers: str = ""  # more soft_labels runs for the kd@NAME arms: "NAME=RUN_ID,NAME=RUN_ID"
+    label_budget: int = 0  # > 0: train on this many labelled reviews (a nested, stratified subset); 0 = all
 
     def __post_init__(self) -> None:
         problems = []
@@ -80,6 +81,8 @@ class StudentConfig:
             problems.append(f"alpha must lie in [0, 1], got {self.alpha}")
         if self.epochs < 0 or self.hard_epochs < 0:
             problems.append("epochs and hard_epochs must be >= 0")
+        if self.label_budget == 1 or self.label_budget < 0:
+            problems.append(f"label_budget must be 0 (all) or >= 2, got {self.label_budget}")
         if not 0 < self.lr < 1 or self.batch_size < 1 or self.max_len < 1:
             problems.append("lr must lie in (0, 1), batch_size and max_len must be >= 1")
         if problems:
@@ -127,7 +130,7 @@ def save_student(directory: str | Path, model: torch.nn.Module, spec: StudentSpe
 def prepare(cfg: StudentConfig, transfer: bool = False):
     """Load data and soft labels, train the word tokenizer on train, encode every split (shared by all
     arms). With ``transfer`` the unlabelled reviews and their teacher logits come too (the transfer set)."""
-    from kd_imdb.data import load_data
+    from kd_imdb.data import label_budget, load_data
     from kd_imdb.soft_labels import SoftLabelsError, load_for_data
     from kd_imdb.tokenizer import encode_texts, train_tokenizer
 
@@ -137,10 +140,16 @@ def prepare(cfg: StudentConfig, transfer: bool = False):
     if transfer and np.isnan(teacher[(data.frame["split"] == "unsupervised").to_numpy()]).any():
         raise SoftLabelsError(f"soft labels of run {cfg.soft_labels_run_id} lack the unlabelled reviews the "
                               "transfer set needs; run soft_labels with unsupervised=true")
-    tok = train_tokenizer(data.split("train")["text"].tolist(), vocab_size=cfg.vocab_size)
+    used = np.ones(len(data.frame), dtype=bool)
+    if cfg.label_budget:  # fewer labels: train shrinks to a nested subset; validation and test stay fixed
+        kept = label_budget(data.frame[data.frame["split"] == "train"], cfg.label_budget)
+        used = (data.frame["split"] != "train").to_numpy() | data.frame.index.isin(kept.index)
+        log.info("label budget: %d of the %d labelled train reviews", len(kept), (data.frame["split"] == "train").sum())
+    train_texts = data.frame.loc[used & (data.frame["split"] == "train").to_numpy(), "text"].tolist()
+    tok = train_tokenizer(train_texts, vocab_size=cfg.vocab_size)
     splits = {}
     for split in ("train", "validation", "test") + (("unsupervised",) if transfer else ()):
-        mask = (data.frame["split"] == split).to_numpy()
+        mask = (data.frame["split"] == split).to_numpy() & used
         part = data.frame[mask]
         splits[split] = {
             "seqs": encode_texts(tok, part["text"].tolist(), cfg.max_len),

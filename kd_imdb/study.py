@@ -60,6 +60,7 @@ class StudyConfig:
     register: bool = True  # register the best student (by validation accuracy) in the model registry
     storage: str = ""  # an Optuna RDB URL: workers on several machines share the grid through it
     teachers: str = ""  # more soft_labels runs, "NAME=RUN_ID,...", distilled by the arms kd@NAME
+    label_budget: int = 0  # > 0: every student trains on this many labelled reviews (nested, stratified)
 
     def __post_init__(self) -> None:
         if not self.soft_labels_run_id:
@@ -99,7 +100,8 @@ class StudyConfig:
                              embedding_dim=self.embedding_dim, vocab_size=self.vocab_size, max_len=self.max_len,
                              epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed, mode="pair",
                              temperature=self.temperature, alpha=self.alpha,
-                             hard_epochs=self.finetune_hard_epochs, teachers=self.teachers)
+                             hard_epochs=self.finetune_hard_epochs, teachers=self.teachers,
+                             label_budget=self.label_budget)
 
     def arm_list(self) -> tuple[str, ...]:
         """The arms of every seed pair; ``kd_hard`` joins when ``finetune_hard_epochs`` is set."""
@@ -120,8 +122,9 @@ class StudyConfig:
 
     def _hash(self, exclude: tuple[str, ...]) -> str:
         fields = {k: v for k, v in asdict(self).items() if k not in exclude}
-        if not fields["teachers"]:  # studies from before the teachers option keep their key
-            del fields["teachers"]
+        for newer in ("teachers", "label_budget"):  # studies from before these options keep their key
+            if not fields[newer]:
+                del fields[newer]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from kd_imdb.data import SAMPLE_PATH, DataError, load_data, review_id
+from kd_imdb.data import SAMPLE_PATH, DataError, label_budget, load_data, review_id
 
 NON_ASCII = "Amélie — a café, naïve señor, 映画 🎬; ÜBER“gut”"
 
@@ -368,3 +368,30 @@ def test_bad_data_is_one_line_exit_2(tmp_path, subset, db_template, make):
     experiments = [e.experiment_id for e in client.search_experiments()]
     assert client.search_runs(experiments) == []
     assert not (tmp_path / "mlruns").exists() or not any((tmp_path / "mlruns").rglob("model.safetensors"))
+
+
+def test_label_budgets_are_stratified_nested_and_independent_of_row_order(sample):
+    train = sample.split("train")
+    budgets = {n: label_budget(train, n) for n in (50, 200, 400)}
+    for n, part in budgets.items():
+        assert len(part) == n and abs(part["label"].mean() - train["label"].mean()) < 0.01  # each class its share
+    assert set(budgets[50]["id"]) < set(budgets[200]["id"]) < set(budgets[400]["id"])  # nested
+    shuffled = label_budget(train.sample(frac=1, random_state=3), 200)
+    assert set(shuffled["id"]) == set(budgets[200]["id"])  # rows in another order: the same reviews
+    assert set(label_budget(train, 200, seed=1)["id"]) != set(budgets[200]["id"])  # another seed: others
+    assert label_budget(train, 10**6) is train
+    with pytest.raises(ValueError, match="at least 2"):
+        label_budget(train, 1)
+
+
+def test_a_label_budget_shrinks_train_only():
+    from kd_imdb.experiment import StudentConfig, prepare
+
+    _, _, full = prepare(StudentConfig(mode="scratch", vocab_size=500))
+    _, _, small = prepare(StudentConfig(mode="scratch", vocab_size=500, label_budget=100))
+    assert len(small["train"]["labels"]) == 100 and len(full["train"]["labels"]) == 900
+    assert set(small["train"]["ids"]) < set(full["train"]["ids"])
+    for split in ("validation", "test"):
+        assert list(small[split]["ids"]) == list(full[split]["ids"])
+    with pytest.raises(ValueError, match="label_budget"):
+        StudentConfig(mode="scratch", label_budget=1)

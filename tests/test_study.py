@@ -259,6 +259,7 @@ def test_study_key_ignores_arms_and_keeps_old_keys():
     base = dict(soft_labels_run_id="abc", grid="gru:256", seeds=3)
     assert StudyConfig(**base, arms="scratch,kd").key() == StudyConfig(**base, arms="scratch,kd,kd_mse,shuffled").key()
     assert StudyConfig(**{**base, "seeds": 4}).key() != StudyConfig(**base).key()
+    assert StudyConfig(**base, label_budget=1000).key() != StudyConfig(**base).key()
     assert (StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=x").key()
             != StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=y").key())
     # Studies started before arms could be added are still found by the key they were tagged with
