@@ -52,20 +52,24 @@ def start_mlflow_server(root: Path, backend: str):
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
+    wait_until_it_answers(f"{uri}/health", proc, root / "server.log")
+    return proc, uri
+
+
+def wait_until_it_answers(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Poll ``url`` until it answers 200; raise with the end of ``log`` if ``proc`` exits or time runs out."""
+    deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if requests.get(f"{uri}/health", timeout=1).ok:
-                break
+            if requests.get(url, timeout=1).ok:
+                return
         except requests.RequestException:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(f"{proc.args[:3]} exited: {log.read_text()[-2000:]}")
         time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("mlflow server did not start in 120 s")
-    return proc, uri
+    proc.kill()
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s")
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import mlflow
 import pandas as pd
 import pytest
 import requests
 
-from conftest import BIN, ROOT, free_port
+from conftest import BIN, ROOT, free_port, wait_until_it_answers
 from kd_imdb.data import load_data
 from kd_imdb.experiment import save_student
 from kd_imdb.serving import log_pyfunc, texts_from
@@ -37,17 +36,7 @@ def served(tmp_path_factory):
                              "--host", "127.0.0.1", "-p", str(port)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
                             env={"PATH": f"{BIN}:/usr/bin:/bin", "MLFLOW_TRACKING_URI": store, "HOME": str(root)})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if requests.get(f"{url}/ping", timeout=1).ok:
-                break
-        except requests.RequestException:
-            pass
-        assert proc.poll() is None, (root / "serve.log").read_text()[-2000:]
-        time.sleep(0.5)
-    else:
-        pytest.fail("mlflow models serve did not answer in 120 s")
+    wait_until_it_answers(f"{url}/ping", proc, root / "serve.log")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
