@@ -107,3 +107,11 @@ def test_confirm_retrains_best_t_on_fresh_seed_pairs(sweep, env):
     comparisons = pd.read_csv(table)
     assert list(comparisons["comparison"]) == ["KD@best T - scratch", "KD@best T - KD@T=2", "KD@T=2 - scratch"]
     assert (comparisons["n_pairs"] == 2).all()
+
+
+def test_sweep_config_refuses_negative_workers_and_takes_zero():
+    from kd_imdb.sweep import SweepConfig
+
+    assert SweepConfig(soft_labels_run_id="abc", workers=0).workers == 0  # queue only: sweep-workers do the trials
+    with pytest.raises(ValueError, match="workers >= 0"):
+        SweepConfig(soft_labels_run_id="abc", workers=-1)
