@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ttest_rel
 
-from conftest import ROOT
+from conftest import BIN, ROOT, run_cli
 
 spec = importlib.util.spec_from_file_location("combine_runs", ROOT / "scripts" / "combine_runs.py")
 combine_runs = importlib.util.module_from_spec(spec)
@@ -90,9 +91,6 @@ def test_pairing_groups_keep_another_machines_pairs_apart(tmp_path, capsys):
 
 def test_report_runs_compares_teachers_on_the_same_test_reviews(local_store, tmp_path):
     """scripts/report_runs.py teachers=A,B: one row per soft-labels run, Wilson CI and McNemar against the last."""
-    import subprocess
-
-    from conftest import BIN, run_cli
     from kd_imdb import stats
     from kd_imdb.data import load_data
     from kd_imdb.soft_labels import write_logits
@@ -127,9 +125,6 @@ def test_report_runs_compares_teachers_on_the_same_test_reviews(local_store, tmp
 def test_teacher_strength_table(tmp_path):
     """scripts/teacher_strength.py: the teacher's accuracy from its logits file, the student's gain over
     its own scratch arm as the paired difference."""
-    import subprocess
-
-    from conftest import BIN
     from kd_imdb.data import load_data
     from kd_imdb.soft_labels import write_logits
 
@@ -151,3 +146,13 @@ def test_teacher_strength_table(tmp_path):
     row = [line for line in out.stdout.splitlines() if line.startswith("| T |")][0]
     assert f"| {expected:.4f} | kd_transfer | 3 | 0.8400 [" in row and "| 0.8100 | +0.0300 [" in row
     assert (tmp_path / "out" / "teacher_strength.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_search_table_has_a_row_per_arm_run():
+    out = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "search_table.py"),
+                          "len 512=" + str(ROOT / "results" / "student_search" / "round1_len512" / "runs.csv")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| gru-")]
+    assert rows == ["| gru-64 | len 512 | kd_transfer | 0 | 0.9112 | 0.9127 | 4 | 21 |",
+                    "| gru-64 | len 512 | scratch | 0 | 0.8900 | 0.8910 | 2 | 7 |"]
