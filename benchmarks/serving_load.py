@@ -39,9 +39,9 @@ def good_bodies(texts: list[str], rng: np.random.Generator, n: int) -> list[str]
     """``n`` request bodies of 1-8 reviews each, one in eight a very long review (several joined)."""
     bodies = []
     for _ in range(n):
-        batch = [str(t) for t in rng.choice(texts, size=int(rng.integers(1, 9)))]
+        batch = [texts[i] for i in rng.integers(0, len(texts), size=int(rng.integers(1, 9)))]  # indices: no array of texts
         if rng.random() < 1 / 8:
-            batch[0] = " ".join(rng.choice(texts, size=8))  # ~2,000 words
+            batch[0] = " ".join(texts[i] for i in rng.integers(0, len(texts), size=8))  # ~2,000 words
         bodies.append(json.dumps({"inputs": batch}))
     return bodies
 
