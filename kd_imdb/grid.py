@@ -97,13 +97,15 @@ def drain(study: optuna.Study, objective, timeout: float | None = None) -> None:
             return
 
 
-def wait_for_workers(study: optuna.Study, poll_s: float = 5.0) -> None:
-    """Wait until no trial is queued or running anywhere (the leader with no local workers). A dead
-    worker's trial goes FAILED when its heartbeat is stale and is queued again for the others."""
+def wait_for_workers(study: optuna.Study, take_queued=None, poll_s: float = 5.0) -> None:
+    """Wait until no trial is queued or running anywhere. A dead worker's trial goes FAILED when its
+    heartbeat is stale and is queued again: for the remote workers, or for ``take_queued()`` here."""
     active = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
     while study.get_trials(deepcopy=False, states=active):
         time.sleep(poll_s)
         optuna.storages.fail_stale_trials(study)
+        if take_queued is not None and _waiting(study):
+            take_queued()
 
 
 def work(storage_url: str, name: str, tracking_uri: str) -> int:
@@ -175,20 +177,11 @@ def run_shared(cfg, items: list[dict], tracking_uri: str, study_id: str) -> None
         p.start()
     for p in procs:
         p.join()
-    # Remote workers may still hold pairs: wait until nothing is queued or running.
-    active = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
-    while study.get_trials(deepcopy=False, states=active):
-        time.sleep(5)
-        optuna.storages.fail_stale_trials(study)  # a dead worker's pair is queued again...
-        if _waiting(study) and not cfg.workers:
-            continue  # ...for the remote workers
-        if _waiting(study):
-            work(cfg.storage, name, tracking_uri)  # ...or trained here
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    if failed:
-        from kd_imdb.study import WorkerLost
+    # Remote workers may still hold pairs: wait until nothing is queued or running; with local workers,
+    # a pair a dead worker left is trained here.
+    wait_for_workers(study, (lambda: work(cfg.storage, name, tracking_uri)) if cfg.workers else None)
+    from kd_imdb.study import check_workers
 
-        raise WorkerLost(f"{len(failed)} study worker(s) died (exit codes {failed}); rerun the same command to "
-                         "train what they held")
+    check_workers(procs)
     log.info("all queued pairs are done: %s", json.dumps({s.name: len(study.get_trials(states=(s,)))
                                                           for s in optuna.trial.TrialState}))

@@ -266,6 +266,11 @@ def run_workers(cfg: StudyConfig, todo: list[dict], tracking_uri: str) -> None:
         p.start()
     for p in procs:
         p.join()
+    check_workers(procs)
+
+
+def check_workers(procs: list) -> None:
+    """Raise WorkerLost if a worker process died (a non-zero exit code) after the others finished."""
     failed = [p.exitcode for p in procs if p.exitcode != 0]
     if failed:
         raise WorkerLost(f"{len(failed)} study worker(s) died (exit codes {failed}); the pairs they held are not "
