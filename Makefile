@@ -1,5 +1,5 @@
 # make demo: the main job end to end on the embedded defaults (shipped sample, packaged MiniLM teacher,
-#            local SQLite tracking store mlflow.db). make test: the test suite. Both install on first use.
+#            local SQLite tracking store mlflow.db). make test: ruff, then the test suite. Both install on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -21,6 +21,7 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow run . -e demo --env-manager local
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)

@@ -1,7 +1,8 @@
 """The product table: every model a user could ship for IMDB, measured in one run on one CPU core.
 
     python benchmarks/product.py --data ../shared/data/imdb \\
-        --logits "stack=results/stacked_teacher_logits.parquet" --logits "windowed MiniLM=results/windowed_teacher_logits.parquet" \\
+        --logits "stack=results/stacked_teacher_logits.parquet" \\
+        --logits "windowed MiniLM=results/windowed_teacher_logits.parquet" \\
         --logits "MiniLM-128=results/teacher_logits.parquet" --student "GRU-64 KD=runs:/<run id>/student"
 
 Rows: TF-IDF LR and NB-SVM (fitted here on the train split with the C chosen in RESULTS §21, served by

@@ -15,7 +15,8 @@ import mlflow
 import numpy as np
 import torch
 
-from kd_imdb import export, teacher as teacher_mod
+from kd_imdb import export
+from kd_imdb import teacher as teacher_mod
 from kd_imdb.data import load_data
 from kd_imdb.serving import load_student
 from kd_imdb.tokenizer import encode_texts
@@ -78,7 +79,8 @@ def main(student_uri: str, teacher_dir: str, data: str, reviews: int, teacher_ma
     print(f"student {student_uri} ({n_params:,} parameters, max_len {max_len}); teacher {teacher_dir} "
           f"(max_len {teacher_max_len}); {reviews} test reviews; torch threads {torch.get_num_threads()}; "
           f"ONNX vs PyTorch max |logit gap| {gap:.2e}")
-    print("| path | batch 1 p50 ms | batch 1 p99 ms | batch 1 reviews/s | batch 64 p50 ms | batch 64 p99 ms | batch 64 reviews/s |")
+    print("| path | batch 1 p50 ms | batch 1 p99 ms | batch 1 reviews/s | batch 64 p50 ms | batch 64 p99 ms | "
+          "batch 64 reviews/s |")
     print("|---|---|---|---|---|---|---|")
     metrics = {"onnx_student_max_gap": gap}
     for name, fn in paths.items():

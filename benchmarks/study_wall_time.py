@@ -66,7 +66,7 @@ def wall(costs: list[float], workers: int) -> float:
 @click.option("--workers", default=2, show_default=True)
 @click.option("--check", is_flag=True, help="Also estimate RESULTS.md section 6's measured study.")
 def main(soft_labels_run_id: str, data: str, grid: str, reviews: int, workers: int, check: bool) -> None:
-    from kd_imdb import experiment, study
+    from kd_imdb import experiment, ledger, study
 
     cfg = study.StudyConfig(soft_labels_run_id=soft_labels_run_id, data=data, grid=grid, register=False)
     _, _, splits = experiment.prepare(cfg.student(cfg.configurations()[0], 0))
@@ -82,7 +82,7 @@ def main(soft_labels_run_id: str, data: str, grid: str, reviews: int, workers: i
         train2, eval2 = seconds_per_review(s, splits, 2, reviews)
         run_1[configuration] = run_seconds(s.epochs, n, train1, eval1)
         run_2[configuration] = run_seconds(s.epochs, n, train2, eval2)
-        print(f"| {study.config_name(configuration)} | {s.epochs} | {1000 * train1:.2f} | {1000 * train2:.2f} | "
+        print(f"| {ledger.config_name(configuration)} | {s.epochs} | {1000 * train1:.2f} | {1000 * train2:.2f} | "
               f"{1000 * eval1:.2f} | {run_1[configuration]:.0f} | {run_2[configuration]:.0f} |")
 
     def report(label: str, configurations, seeds: int) -> None:

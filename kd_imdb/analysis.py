@@ -1,10 +1,11 @@
-"""A study's statistics, tables and plots, from its finished arm runs.
+"""Every table and plot of the project, from finished arm runs (a study's, or several studies'
+committed ``runs.csv`` files). It returns tables and figures; only the command line prints.
 
 Per configuration: mean and 95% CI of accuracy, F1, precision and recall per arm; the paired difference
-KD minus scratch (t CI over seed pairs) with the paired t-test and Holm's correction across
+KD minus scratch (``gain``: t CI over seed pairs) with the paired t-test and Holm's correction across
 configurations; McNemar's exact test on each pair's test predictions; log-loss, ECE, Brier and teacher
-agreement. Outputs: ``results.md`` (laid out like the origin study), ``runs.csv``, ``summary.csv`` and
-PNG plots.
+agreement. A study's outputs: ``results.md`` (laid out like the origin study), ``runs.csv``,
+``summary.csv`` and PNG plots. ``compare`` pairs the arms of several studies.
 """
 from __future__ import annotations
 
@@ -14,13 +15,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
 from kd_imdb import stats
+from kd_imdb.metrics import softmax
 
 log = logging.getLogger(__name__)
 
 MAIN = ("accuracy", "f1", "precision", "recall")
 EXTRA = ("log_loss", "ece", "brier", "teacher_agreement")
+PAIR_KEY = ["arch", "hidden", "seed"]  # a seed pair of one student: its arms share initial weights
+
+
+def gain(runs: pd.DataFrame, arm: str, baseline: str = "scratch", metric: str = "test_accuracy",
+         key: list[str] = PAIR_KEY, sort: bool = True) -> dict:
+    """KD minus scratch, or any ``arm`` minus ``baseline``: the paired difference of ``metric`` over the
+    seed pairs (rows sharing ``key``) that have both arms: mean, t CI, paired t and Wilcoxon p-values,
+    ``n_pairs`` and ``wins`` (pairs where the arm is higher). One pair gives its difference alone."""
+    wide = runs.pivot_table(index=key, columns="arm", values=metric, sort=sort)
+    both = wide[[baseline, arm]].dropna() if {baseline, arm} <= set(wide.columns) else wide.iloc[:0, :0]
+    if both.empty:
+        return {"diff_mean": float("nan"), "diff_ci_low": float("nan"), "diff_ci_high": float("nan"), "n_pairs": 0,
+                "t_pvalue": float("nan"), "wilcoxon_pvalue": float("nan"), "wins": 0, "pairs": both.index}
+    out = stats.paired_difference(both[arm].to_numpy(), both[baseline].to_numpy())
+    return {**out, "wins": int((both[arm] > both[baseline]).sum()), "pairs": both.index}
+
+
+def arm_metrics_frame(metrics: dict[str, dict], arch: str = "", hidden: int = 0, seed: int = 0) -> pd.DataFrame:
+    """One seed pair's arms (``{arm: metrics}``) as rows that ``gain`` reads."""
+    return pd.DataFrame([{"arch": arch, "hidden": hidden, "seed": seed, "arm": arm, **m} for arm, m in metrics.items()])
 
 
 def summarise(runs: pd.DataFrame, predictions: dict | None = None, baseline: str = "scratch") -> pd.DataFrame:
@@ -48,12 +71,12 @@ def summarise(runs: pd.DataFrame, predictions: dict | None = None, baseline: str
                     mean, low, high = stats.mean_ci(values)
                     row.update({f"{m}_{name}": mean, f"{m}_{name}_low": low, f"{m}_{name}_high": high})
                 if m in MAIN:
-                    diff = stats.paired_difference(treat, base)
+                    diff = gain(group[group["seed"].isin(both.index)], arm, baseline, col)
                     row.update({f"{m}_diff": diff["diff_mean"], f"{m}_diff_low": diff["diff_ci_low"],
                                 f"{m}_diff_high": diff["diff_ci_high"], f"{m}_t_pvalue": diff["t_pvalue"]})
             if predictions:
                 pvals = []
-                for seed, (base_id, arm_id) in paired.iterrows():
+                for _seed, (base_id, arm_id) in paired.iterrows():
                     if base_id in predictions and arm_id in predictions:
                         a, b = _aligned(predictions[base_id], predictions[arm_id])
                         pvals.append(stats.mcnemar(a["label"], a[["logit_0", "logit_1"]].to_numpy().argmax(1),
@@ -64,7 +87,7 @@ def summarise(runs: pd.DataFrame, predictions: dict | None = None, baseline: str
             rows.append(row)
     summary = pd.DataFrame(rows)
     if len(summary):
-        for arm, part in summary.groupby("arm"):  # Holm across configurations, per comparison
+        for _, part in summary.groupby("arm"):  # Holm across configurations, per comparison
             summary.loc[part.index, "accuracy_holm_pvalue"] = stats.holm(part["accuracy_t_pvalue"].to_numpy())
     return summary
 
@@ -77,6 +100,25 @@ def _aligned(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
     a = a.drop_duplicates("id").set_index("id")
     b = b.drop_duplicates("id").set_index("id").loc[a.index]
     return a.reset_index(), b.reset_index()
+
+
+def pair_table(results: dict[str, dict[str, dict]]) -> str:
+    """A markdown table laid out like the origin study: one row per student, scratch and KD side by side.
+
+    ``results`` maps a student name to ``{"scratch": metrics, "kd": metrics}`` (either may be absent).
+    """
+    head = "| student | " + " | ".join(f"{m} scratch | {m} KD" for m in MAIN) + " | teacher agreement KD |"
+    rule = "|---" * (2 + 2 * len(MAIN)) + "|"
+    rows = [head, rule]
+    for name, arms in results.items():
+        cells = []
+        for m in MAIN:
+            for arm in ("scratch", "kd"):
+                value = arms.get(arm, {}).get(f"test_{m}")
+                cells.append("" if value is None else f"{value:.3f}")
+        agree = arms.get("kd", {}).get("test_teacher_agreement")
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {'' if agree is None else f'{agree:.3f}'} |")
+    return "\n".join(rows)
 
 
 def format_ci(row, key: str, digits: int = 3, signed: bool = False) -> str:
@@ -100,7 +142,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
                 f"precision {base} → {arm} | recall {base} → {arm} | ECE {base} → {arm} | teacher agreement {arm} |",
                 "|---" * 12 + "|"]
         for _, r in part.iterrows():
-            mc = f"{int(r['mcnemar_significant_pairs'])}/{int(r['mcnemar_pairs'])}" if "mcnemar_pairs" in r and not np.isnan(r.get("mcnemar_pairs", np.nan)) else ""
+            has_mcnemar = "mcnemar_pairs" in r and not np.isnan(r.get("mcnemar_pairs", np.nan))
+            mc = f"{int(r['mcnemar_significant_pairs'])}/{int(r['mcnemar_pairs'])}" if has_mcnemar else ""
             out.append(
                 f"| {r['arch'].upper()}-{r['hidden']} | {format_ci(r, f'accuracy_{base}')} | {format_ci(r, f'accuracy_{arm}')} | "
                 f"{r['accuracy_diff']:+.3f} [{r['accuracy_diff_low']:+.3f}, {r['accuracy_diff_high']:+.3f}] | "
@@ -115,13 +158,9 @@ def markdown_table(summary: pd.DataFrame) -> str:
 def plot_accuracy(summary: pd.DataFrame, path: Path) -> None:
     """Test accuracy against hidden size, the baseline and every arm with 95% CI bands, one panel per
     architecture (a study need not have a ``kd`` arm: ``--arms scratch,kd@linear`` is one)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     archs = sorted(summary["arch"].unique())
-    fig, axes = plt.subplots(1, len(archs), figsize=(5 * len(archs), 4), squeeze=False)
+    fig = Figure(figsize=(5 * len(archs), 4))
+    axes = fig.subplots(1, len(archs), squeeze=False)
     for ax, arch in zip(axes[0], archs):
         part = summary[summary["arch"] == arch].sort_values("hidden")
         base = part["baseline"].iloc[0]
@@ -138,17 +177,12 @@ def plot_accuracy(summary: pd.DataFrame, path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_gain(summary: pd.DataFrame, path: Path) -> None:
     """The paired KD gain (KD minus scratch test accuracy) with its 95% CI against hidden size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for (arch, arm), rows in summary.groupby(["arch", "arm"]):
         rows = rows.sort_values("hidden")
         err = np.vstack([rows["accuracy_diff"] - rows["accuracy_diff_low"], rows["accuracy_diff_high"] - rows["accuracy_diff"]])
@@ -161,19 +195,12 @@ def plot_gain(summary: pd.DataFrame, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_reliability(runs: pd.DataFrame, predictions: dict, path: Path, n_bins: int = 10) -> None:
     """Reliability diagrams: accuracy against confidence per arm, pooled over every student and seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kd_imdb.metrics import softmax
-
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0.5, 1], [0.5, 1], ":", color="grey", label="perfect calibration")
     for arm, part in runs.groupby("arm"):
         frames = [predictions[r] for r in part["run_id"] if r in predictions]
@@ -193,7 +220,6 @@ def plot_reliability(runs: pd.DataFrame, predictions: dict, path: Path, n_bins: 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def load_predictions(client, run_ids) -> dict:
@@ -226,16 +252,97 @@ def write_outputs(runs: pd.DataFrame, predictions: dict, directory: Path) -> tup
 
 
 def analyse_and_log(runs: pd.DataFrame, study_id: str, client) -> str:
-    """Compute the study's outputs, log them as artifacts of the study run, print and return the table."""
-    import click
-
+    """Compute the study's outputs, log them as artifacts of the study run and return the table."""
     if runs.empty:
-        click.echo("no finished runs yet")
-        return ""
+        return "no finished runs yet"
     predictions = load_predictions(client, runs["run_id"])
     with tempfile.TemporaryDirectory() as tmp:
         summary, table = write_outputs(runs, predictions, Path(tmp))
         for file in Path(tmp).iterdir():
             client.log_artifact(study_id, str(file), "results")
-    click.echo(table)
     return table
+
+
+# ----------------------------------------------------------------------------- several studies: kd-imdb compare
+
+COMPARED = ["group", "arch", "hidden", "seed", "arm"]
+CHECKED = ["test_accuracy", "test_log_loss"]
+
+
+def read_runs(spec: str) -> pd.DataFrame:
+    """A runs.csv, its arms renamed and its pairing group set as ``path:old=new,...#GROUP`` says."""
+    spec, _, group = spec.partition("#")
+    path, _, renames = spec.partition(":")
+    runs = pd.read_csv(path)
+    mapping = dict(pair.split("=", 1) for pair in renames.split(",") if pair)
+    return runs.assign(arm=runs["arm"].replace(mapping), source=path, group=group)
+
+
+def combine(specs: list[str]) -> pd.DataFrame:
+    """One row per (group, student, seed, arm) of several runs.csv files; raises ValueError if two files
+    disagree on one (those studies are not paired: another machine, device, data or version)."""
+    runs = pd.concat([read_runs(s) for s in specs], ignore_index=True)
+    for key, group in runs.groupby(COMPARED):
+        values = group[CHECKED].to_numpy(dtype=float)
+        if not np.allclose(values, values[0], rtol=0, atol=1e-9):
+            raise ValueError(f"{key} differs between {list(group['source'])} ({group['test_accuracy'].tolist()}): "
+                             "those studies are not paired; combine only runs of one machine, device and version")
+    return runs.drop_duplicates(COMPARED).reset_index(drop=True)
+
+
+def compact_table(summary: pd.DataFrame) -> str:
+    """One row per (student, arm): test accuracy with its CI, and the paired difference from the baseline.
+    Holm's correction runs over every comparison in the table (all students and arms: one family)."""
+    base = summary["baseline"].iloc[0]
+    summary = summary.assign(accuracy_holm_pvalue=stats.holm(summary["accuracy_t_pvalue"].to_numpy()))
+    out = [f"| student | arm | seed pairs | test accuracy | Δ vs {base} | p | p (Holm, all rows) | ECE |", "|---" * 8 + "|"]
+    for (arch, hidden), part in summary.groupby(["arch", "hidden"], sort=False):
+        first = part.iloc[0]
+        out.append(f"| {arch.upper()}-{hidden} | {base} | {int(first['n_pairs'])} | "
+                   f"{format_ci(first, f'accuracy_{base}', 4)} | | | | {first.get(f'ece_{base}', np.nan):.3f} |")
+        for _, r in part.iterrows():
+            arm = r["arm"]
+            out.append(f"| {arch.upper()}-{hidden} | {arm} | {int(r['n_pairs'])} | "
+                       f"{format_ci(r, f'accuracy_{arm}', 4)} | {format_ci(r, 'accuracy_diff', 4, signed=True)} | "
+                       f"{r['accuracy_t_pvalue']:.3g} | {r['accuracy_holm_pvalue']:.3g} | {r.get(f'ece_{arm}', np.nan):.3f} |")
+    return "\n".join(out)
+
+
+def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
+    """One row per arm: its test-accuracy differences from the baseline pooled over every (student, seed)
+    pair, with the t CI, the paired t-test, Holm's correction over the arms and how many pairs the arm
+    wins. Pooling treats the students as exchangeable: it asks whether the arm helps these tiny students
+    in general, not any one of them (the per-student rows of the compact table say that)."""
+    wide = runs.pivot_table(index=["group", *PAIR_KEY], columns="arm", values="test_accuracy", sort=False)
+    rows = []
+    for arm in [a for a in wide.columns if a != baseline]:
+        d = gain(runs, arm, baseline, key=["group", *PAIR_KEY], sort=False)
+        students = list(dict.fromkeys(f"{a.upper()}-{h}" for _, a, h, _ in d["pairs"]))
+        rows.append({"arm": arm, "students": ", ".join(students), "n": d["n_pairs"], "diff": d["diff_mean"],
+                     "diff_low": d["diff_ci_low"], "diff_high": d["diff_ci_high"], "p": d["t_pvalue"], "wins": d["wins"]})
+    table = pd.DataFrame(rows).assign(holm=lambda t: stats.holm(t["p"].to_numpy()))
+    out = [f"| arm | students | pairs | Δ test accuracy vs {baseline} (pooled) | p | p (Holm, all rows) | pairs won |",
+           "|---" * 7 + "|"]
+    out += [f"| {r['arm']} | {r['students']} | {r['n']} | {format_ci(r, 'diff', 4, signed=True)} | {r['p']:.3g} | "
+            f"{r['holm']:.3g} | {r['wins']}/{r['n']} |" for _, r in table.iterrows()]
+    return "\n".join(out)
+
+
+def compare(specs: list[str], baseline: str = "scratch", arms: list[str] | None = None,
+            layout: str = "study") -> str:
+    """``kd-imdb compare``: the arms of several studies' runs.csv files paired seed by seed, as one
+    table: ``study`` (the study's own layout), ``compact`` (a row per student and arm) or ``pool`` (a row
+    per arm, pooled over every student and seed). Raises ValueError on files that cannot be paired."""
+    runs = combine(specs)
+    if arms:
+        runs = runs[runs["arm"].isin([baseline, *arms])]
+    if baseline not in set(runs["arm"]):
+        raise ValueError(f"no run of the baseline arm {baseline!r}; arms: {sorted(set(runs['arm']))}")
+    if layout == "pool":
+        return pooled_table(runs, baseline)
+    mixed = runs.groupby(["arch", "hidden"])["group"].nunique()
+    if (mixed > 1).any():
+        raise ValueError(f"{', '.join(f'{a.upper()}-{h}' for a, h in mixed[mixed > 1].index)} comes from several "
+                         "pairing groups; compare one group at a time, or pool them with --pool")
+    summary = summarise(runs, baseline=baseline)
+    return compact_table(summary) if layout == "compact" else markdown_table(summary)

@@ -21,9 +21,8 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from kd_imdb.data import DataError
+        from kd_imdb.executor import WorkerLost
         from kd_imdb.tracking import TrackingError
-
-        from kd_imdb.study import WorkerLost
 
         try:
             return fn(*args, **kwargs)
@@ -171,11 +170,11 @@ def student_options(fn):
 @friendly_errors
 def student(**kwargs) -> None:
     """Train a student seed pair (scratch and KD) or one arm, and log it."""
-    from kd_imdb import experiment
-    from kd_imdb.report import print_pair_table
+    from kd_imdb import analysis, experiment
 
     results = experiment.run(experiment.StudentConfig(**kwargs))
-    print_pair_table({f"{kwargs['arch']}-{kwargs['hidden']}": results})
+    click.echo("\nTest metrics (model chosen on validation):\n"
+               + analysis.pair_table({f"{kwargs['arch']}-{kwargs['hidden']}": results}))
 
 
 @main.command()
@@ -211,8 +210,9 @@ def study(**kwargs) -> None:
     """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""
     from kd_imdb import study as study_mod
 
-    run_id = study_mod.run(study_mod.StudyConfig(**kwargs))
-    click.echo(f"study run: {run_id}")
+    result = study_mod.run(study_mod.StudyConfig(**kwargs))
+    click.echo(result.table)
+    click.echo(f"study run: {result.study_id}")
 
 
 @main.command()
@@ -255,7 +255,8 @@ def sweep(**kwargs) -> None:
 @friendly_errors
 def sweep_worker(storage: str, study_name: str) -> None:
     """Join a running sweep from another machine: run its queued trials."""
-    from kd_imdb import sweep as sweep_mod, tracking
+    from kd_imdb import sweep as sweep_mod
+    from kd_imdb import tracking
 
     tracking.setup_tracking()
     sweep_mod.join(storage, study_name)
@@ -270,7 +271,7 @@ def confirm(**kwargs) -> None:
     """Retrain the sweep's best T on fresh seed pairs against scratch and T=2, with CIs."""
     from kd_imdb import sweep as sweep_mod
 
-    sweep_mod.confirm(**kwargs)
+    click.echo(sweep_mod.confirm(**kwargs))
 
 
 @main.command("study-report")
@@ -281,7 +282,29 @@ def study_report(study_run_id: str) -> None:
     study) and log them to the study run's results/ again."""
     from kd_imdb import study as study_mod
 
-    study_mod.report(study_run_id)
+    click.echo(study_mod.report(study_run_id))
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--baseline", default="scratch", show_default=True, help="The arm every other arm is compared with.")
+@click.option("--arms", default="", help="Comma-separated arms to compare (default: all).")
+@click.option("--compact", "layout", flag_value="compact", help="One table, a row per student and arm.")
+@click.option("--pool", "layout", flag_value="pool", help="One row per arm, pooled over every student and seed.")
+@friendly_errors
+def compare(files: tuple[str, ...], baseline: str, arms: str, layout: str | None) -> None:
+    """Pair the arms of several studies from their runs.csv files and print one table.
+
+    Each FILE is a study's runs.csv, optionally renaming its arms and naming its pairing group:
+    PATH:old=new,old=new#GROUP (e.g. the kd arm of a study distilled from the linear teacher becomes
+    kd_linear). A (student, seed, arm) found in two files must have the same test metrics, or the
+    studies are not paired (another machine, device, data or version) and the command stops; files
+    marked with a GROUP pair only among themselves, with their own scratch arm. McNemar needs each
+    run's test predictions, which runs.csv does not hold; a study's own results.md has it.
+    """
+    from kd_imdb import analysis
+
+    click.echo(analysis.compare(list(files), baseline, [a for a in arms.split(",") if a], layout or "study"))
 
 
 @main.command("study-worker")
@@ -290,10 +313,11 @@ def study_report(study_run_id: str) -> None:
 @friendly_errors
 def study_worker(storage: str, study_name: str) -> None:
     """Join a running study from another machine: train queued seed pairs until none is left."""
-    from kd_imdb import grid, tracking
+    from kd_imdb import study as study_mod
+    from kd_imdb import tracking
 
     tracking.setup_tracking()
-    click.echo(f"trained {grid.join(storage, study_name)} seed pair(s)")
+    click.echo(f"trained {study_mod.join(storage, study_name)} seed pair(s)")
 
 
 @main.command()
@@ -309,9 +333,14 @@ def study_worker(storage: str, study_name: str) -> None:
 @friendly_errors
 def demo(**kwargs) -> None:
     """Teacher, soft labels and a GRU pair on the shipped sample, end to end, then a results table."""
-    from kd_imdb.report import run_demo
+    from kd_imdb import demo as demo_mod
 
-    run_demo(**kwargs)
+    result = demo_mod.run(**kwargs)
+    click.echo(f"\nteacher ({kwargs['teacher_model']}) test accuracy: {result.teacher_test_accuracy:.3f}")
+    click.echo("\nTest metrics (model chosen on validation):\n" + result.table)
+    click.echo(f"\ndemo run {result.run_id} in {result.tracking_uri}")
+    if result.tracking_uri.startswith("sqlite:///"):
+        click.echo(f"open the MLflow UI:  mlflow ui --backend-store-uri {result.tracking_uri}   (then http://127.0.0.1:5000)")
 
 
 def read_reviews(path: str) -> list[str]:

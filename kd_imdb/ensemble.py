@@ -63,7 +63,7 @@ def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = F
             margins = (aligned[:, :, 1] - aligned[:, :, 0]).T  # [n, k]
             val = (data.frame["split"] == "validation").to_numpy()
             labels = data.frame["label"].to_numpy()
-            for k, r in enumerate(runs):
+            for k in range(len(runs)):
                 metrics[f"member{k}_val_accuracy"] = float(((margins[val, k] > 0) == labels[val]).mean())
             model, metrics["stack_val_accuracy_cv"] = fit_stack(margins[val], labels[val].astype(int))
             metrics["stack_intercept"] = float(model.intercept_[0])

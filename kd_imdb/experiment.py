@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kd_imdb import analysis
 from kd_imdb.students import StudentSpec, build_student
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ def train_arm(cfg: StudentConfig, arm: str, tok, splits: dict, log_fn=None) -> d
         teacher = tr["teachers"][arm[3:]]
         mlflow.set_tag("kd_imdb.teacher_run_id", cfg.teacher_runs()[arm[3:]])
     tracking.log_params_once(params)
+    tracking.log_config({**asdict(cfg), "mode": arm})
     model = build_student(cfg.spec, cfg.seed)  # identical initial weights in every arm
     device = resolve_device()
     mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(device)})
@@ -254,10 +256,12 @@ def run(cfg: StudentConfig) -> dict[str, dict]:
     results = {}
     with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} seed {cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
+        tracking.log_config(asdict(cfg))
         for arm in ("scratch", "kd", "kd_hard") if cfg.hard_epochs else ("scratch", "kd"):
             with tracking.start_run(run_name=arm, nested=True):
                 results[arm] = train_arm(cfg, arm, tok, splits)
         mlflow.log_metrics({f"{arm}_{k}": v for arm, m in results.items() for k, v in m.items() if k.startswith("test_")})
-        mlflow.log_metrics({f"kd_minus_scratch_{k}": results["kd"][k] - results["scratch"][k]
+        pair = analysis.arm_metrics_frame(results)
+        mlflow.log_metrics({f"kd_minus_scratch_{k}": analysis.gain(pair, "kd", "scratch", k)["diff_mean"]
                             for k in ("test_accuracy", "test_f1", "val_accuracy")})
     return results

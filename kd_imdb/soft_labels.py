@@ -208,7 +208,8 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
         int8 = predictor.predict(probe_ids, cfg.batch_size, desc="int8 probe")
         t2 = time.time()
         metrics.update(export.agreement(fp32, int8))  # per view: what the int8 model computes
-        metrics["probe_fp32_views_per_s"], metrics["probe_int8_views_per_s"] = len(probe_ids) / (t1 - t0), len(probe_ids) / (t2 - t1)
+        metrics["probe_fp32_views_per_s"] = len(probe_ids) / (t1 - t0)
+        metrics["probe_int8_views_per_s"] = len(probe_ids) / (t2 - t1)
         if windowed:  # per review, after pooling: what the students see
             pooled = export.agreement(teacher.pool_windows(fp32, probe_owner, len(probe), "mean"),
                                       teacher.pool_windows(int8, probe_owner, len(probe), "mean"))

@@ -1,11 +1,7 @@
 """The ``study`` entry point: the origin grid with paired seeds, resumable, run by parallel workers.
 
-Run tree in MLflow::
-
-    study                       (parent; tables, CSV and plots as artifacts)
-      gru-64                    (one per student configuration)
-        gru-64 seed 0           (one per seed pair)
-          scratch, kd           (the two arms: identical initial weights, identical batches)
+A study is cells (one per seed pair of each student configuration) -> the run tree (``ledger``) -> the
+workers (``executor``) -> the tables (``analysis``).
 
 Resume: a study is identified by its parameters and soft labels (tag ``kd_imdb.study_key``), but not by
 its arms. Running it again reuses its runs, skips arms that finished, and retrains only arms that failed
@@ -13,28 +9,31 @@ or were killed (those runs are marked KILLED and left for the record), so every 
 arm) ends with exactly one FINISHED run. Running it with more arms extends it: only the new arms train,
 against the scratch partners it already has.
 
-Speed: every worker is a process with one intra-op thread that prepares the data once and then trains
-whole seed pairs; on a small CPU, single-thread workers beat one process using all cores, because
-tiny GRU/CNN steps cannot keep several threads busy.
+Workers: each prepares the data once and then trains whole seed pairs; with ``storage`` (an Optuna RDB
+URL) workers on other machines join with ``kd-imdb study-worker``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 
-import pandas as pd
+import mlflow
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
-from kd_imdb.experiment import StudentConfig
+from kd_imdb import analysis, executor, experiment, ledger, tracking
+from kd_imdb.analysis import analyse_and_log
+from kd_imdb.experiment import ARMS, StudentConfig, is_arm
 from kd_imdb.students import StudentSpec
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRID = "gru:16,32,64,128,256;cnn:64,128,256"
-FINISHED, KILLED = "FINISHED", "KILLED"
 
 
 @dataclass
@@ -68,8 +67,6 @@ class StudyConfig:
         if self.seeds < 1 or self.workers < 0 or (self.workers == 0 and not self.storage):
             raise ValueError("seeds must be >= 1 and workers >= 1 (0 only with a storage that other workers join)")
         self.configurations()  # validates the grid
-        from kd_imdb.experiment import ARMS, is_arm
-
         teachers = self.student(("gru", 16), 0).teacher_runs()  # also validates the student parameters
         unknown = [a for a in self.arm_list() if not is_arm(a, teachers)]
         if unknown or "scratch" not in self.arm_list():
@@ -128,183 +125,116 @@ class StudyConfig:
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def config_name(configuration: tuple[str, int]) -> str:
-    return f"{configuration[0]}-{configuration[1]}"
+class PairTrainer:
+    """The study's cell handler: train the arms a seed pair still misses. Pickled once per worker, it
+    prepares the data on its first pair and keeps it for the next."""
 
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.prepared = None
 
-# ----------------------------------------------------------------------------- the run tree
+    def __getstate__(self) -> dict:
+        return {"cfg": self.cfg, "prepared": None}
 
-
-def _child(client, experiment_id: str, parent_id: str, tag: str, value: str, name: str, extra_tags: dict | None = None):
-    """The child run of ``parent_id`` tagged ``tag=value``, created if absent (newest wins)."""
-    found = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{tag}` = '{value}'",
-                               order_by=["attributes.start_time DESC"])
-    if found:
-        return found[0].info.run_id
-    tags = {"mlflow.parentRunId": parent_id, tag: value, "mlflow.runName": name, **(extra_tags or {})}
-    return client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
-
-
-def plan(cfg: StudyConfig, client, experiment_id: str, study_id: str) -> tuple[list[dict], list[dict]]:
-    """Create (or find) every configuration and pair run; return (todo, done) pair descriptions."""
-    todo, done = [], []
-    for configuration in cfg.configurations():
-        name = config_name(configuration)
-        config_id = _child(client, experiment_id, study_id, "kd_imdb.config", name, name, {"kd_imdb.stage": "study_config"})
-        for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds):
-            pair_id = _child(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} seed {seed}",
-                             {"kd_imdb.stage": "student_pair", "kd_imdb.config": name})
-            if not cfg.storage:  # shared grids: a live remote worker may hold the pair; its taker checks
-                close_stale_runs(client, experiment_id, pair_id)
-            arms = arm_runs(client, experiment_id, pair_id)
-            missing = [a for a in cfg.arm_list() if a not in arms or arms[a].info.status != FINISHED]
-            item = {"configuration": configuration, "seed": seed, "pair_id": pair_id, "config_id": config_id,
-                    "missing": missing}
-            (todo if missing else done).append(item)
-    return todo, done
-
-
-def arm_runs(client, experiment_id: str, pair_id: str) -> dict:
-    """The arm runs under a pair, one per arm: its FINISHED run if any, else its newest attempt."""
-    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{pair_id}'",
-                              order_by=["attributes.start_time DESC"])
-    out = {}
-    for run in runs:
-        arm = run.data.tags.get("kd_imdb.arm")
-        if arm not in out or (run.info.status == FINISHED and out[arm].info.status != FINISHED):
-            out[arm] = run
-    return out
-
-
-def close_stale_runs(client, experiment_id: str, pair_id: str) -> None:
-    """Runs left RUNNING by a killed worker are marked KILLED (kept for the record, never counted)."""
-    for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{pair_id}'"):
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status=KILLED)
-
-
-# ----------------------------------------------------------------------------- workers
-
-
-class WorkerLost(RuntimeError):
-    """A worker process died (killed, out of memory): a fault, not bad input; a rerun resumes."""
-
-
-def _worker(cfg: StudyConfig, items: "mp.Queue", tracking_uri: str) -> None:
-    """Prepare the data once, then train the missing arms of each pair taken from ``items``."""
-    import mlflow
-    import torch
-
-    from kd_imdb import experiment
-
-    die_with_parent()
-    torch.set_num_threads(1)
-    mlflow.set_tracking_uri(tracking_uri)
-    prepared = None
-    while (item := items.get()) is not None:
-        student = cfg.student(tuple(item["configuration"]), item["seed"])
-        if prepared is None:
-            _, tok, splits = experiment.prepare(student, transfer="kd_transfer" in cfg.arm_list())
-            prepared = (tok, splits)
-        tok, splits = prepared
-        train_missing_arms(student, item["pair_id"], item["missing"], tok, splits)
+    def __call__(self, cell: ledger.Cell | dict) -> int:
+        """Train the missing arms of ``cell``; returns how many it trained (0: the pair was done)."""
+        cell = ledger.Cell.from_json(cell) if isinstance(cell, dict) else cell
+        client = MlflowClient()
+        experiment_id = client.get_run(cell.pair_id).info.experiment_id
+        # The pair is this worker's now: a run left RUNNING under it is a dead worker's.
+        ledger.close_stale_runs(client, experiment_id, cell.pair_id)
+        missing = ledger.missing_arms(client, experiment_id, cell.pair_id, self.cfg.arm_list())
+        if missing:
+            student = self.cfg.student(cell.configuration, cell.seed)
+            if self.prepared is None:
+                _, tok, splits = experiment.prepare(student, transfer="kd_transfer" in self.cfg.arm_list())
+                self.prepared = (tok, splits)
+            train_missing_arms(student, cell.pair_id, missing, *self.prepared)
+        return len(missing)
 
 
 def train_missing_arms(student: StudentConfig, pair_id: str, missing: list[str], tok, splits: dict) -> None:
     """Reopen the pair run, train each missing arm as a nested run, then summarise the pair."""
-    import mlflow
-
-    from kd_imdb import experiment
-
-    from kd_imdb import tracking
-
     with mlflow.start_run(run_id=pair_id, tags=tracking.owner_tags()):  # this worker owns the pair now
         for arm in missing:
             with mlflow.start_run(run_name=arm, nested=True, tags=tracking.owner_tags()):
                 experiment.train_arm(student, arm, tok, splits)
-        _log_pair_summary(mlflow.tracking.MlflowClient(), pair_id)
+        _log_pair_summary(MlflowClient(), pair_id)
 
 
-def die_with_parent() -> None:
-    """On Linux, a worker gets SIGKILL when the study process dies (even by SIGKILL): an orphan would
-    otherwise finish its arm after a rerun had already retrained it, and the cell would count twice."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
-def _log_pair_summary(client, pair_id: str) -> None:
+def _log_pair_summary(client: MlflowClient, pair_id: str) -> None:
     """On the pair run: each arm's test metrics and KD minus scratch."""
-    import mlflow
-
     run = client.get_run(pair_id)
-    arms = arm_runs(client, run.info.experiment_id, pair_id)
-    m = {a: r.data.metrics for a, r in arms.items() if r.info.status == FINISHED}
+    arms = ledger.arm_runs(client, run.info.experiment_id, pair_id)
+    m = {a: r.data.metrics for a, r in arms.items() if r.info.status == ledger.FINISHED}
     # Metric keys allow no "@": kd@linear logs kd.linear_test_accuracy.
     mlflow.log_metrics({f"{a.replace('@', '.')}_test_accuracy": m[a]["test_accuracy"] for a in m})
     if {"scratch", "kd"} <= set(m):
-        mlflow.log_metric("kd_minus_scratch_test_accuracy", m["kd"]["test_accuracy"] - m["scratch"]["test_accuracy"])
+        mlflow.log_metric("kd_minus_scratch_test_accuracy", analysis.gain(analysis.arm_metrics_frame(m), "kd")["diff_mean"])
 
 
-def run_workers(cfg: StudyConfig, todo: list[dict], tracking_uri: str) -> None:
-    """Spawned processes (fresh interpreters: no forked OpenMP state) share one queue of pairs."""
-    if not todo:
-        return
-    ctx = mp.get_context("spawn")
-    items = ctx.Queue()
-    # Largest models first, so the long ones do not end up alone at the tail.
-    for item in sorted(todo, key=lambda i: -i["configuration"][1]):
-        items.put(item)
-    n = min(cfg.workers, len(todo))
-    for _ in range(n):
-        items.put(None)
-    procs = [ctx.Process(target=_worker, args=(cfg, items, tracking_uri)) for _ in range(n)]
-    for p in procs:
-        p.start()
+# ----------------------------------------------------------------------------- workers on several machines
+
+
+def queue_name(cfg: StudyConfig) -> str:
+    return f"kd_imdb-study-{cfg.key()}"
+
+
+def enqueue(cfg: StudyConfig, cells: list[ledger.Cell], study_id: str) -> optuna.Study:
+    """Create (or load) the study's Optuna queue, store what a remote worker needs, queue the pairs with a
+    missing arm."""
+    study = optuna.create_study(study_name=queue_name(cfg), storage=executor.make_storage(cfg.storage),
+                                direction="maximize", load_if_exists=True)
+    study.set_user_attr("config", {k: v for k, v in asdict(cfg).items() if k not in ("workers", "storage")})
+    study.set_user_attr("study_run_id", study_id)
+    cells = sorted(cells, key=lambda c: (c.configuration, c.seed))
+    executor.enqueue_cells(study, [c.to_json() for c in cells], [bool(c.missing) for c in cells])
+    return study
+
+
+def join(storage: str, study_name: str, index: int = 0) -> int:
+    """``kd-imdb study-worker`` (and local worker ``index`` of a shared study): train the queued pairs of
+    the Optuna study ``study_name`` until none is left; returns pairs trained here."""
+    study = executor.load_shared_study(study_name, storage)
+    # The storage names the study run; its experiment is where every run of this worker belongs (on
+    # another machine MLflow would otherwise pick "Default", and the leader would not find the arms).
+    mlflow.set_experiment(experiment_id=MlflowClient().get_run(study.user_attrs["study_run_id"]).info.experiment_id)
+    trainer = PairTrainer(StudyConfig(**study.user_attrs["config"], storage=storage, workers=0))
+    trained = 0
+
+    def handle(cell: dict) -> int:
+        nonlocal trained
+        n = trainer(cell)
+        trained += n > 0
+        return n  # the trial's value: arms trained here (0 = already done)
+
+    executor.pop_cells(study, handle)
+    return trained
+
+
+def run_shared(cfg: StudyConfig, cells: list[ledger.Cell], tracking_uri: str, study_id: str) -> None:
+    """Queue the missing pairs, run ``cfg.workers`` local workers on the storage, wait for all pairs."""
+    study = enqueue(cfg, cells, study_id)
+    name = study.study_name
+    log.info("Optuna study %s on %s: %d pairs queued; join with: kd-imdb study-worker --storage %s --study-name %s",
+             name, cfg.storage, executor.waiting(study), cfg.storage, name)
+    procs = executor.start_workers(functools.partial(join, cfg.storage, name), cfg.workers, tracking_uri)
     for p in procs:
         p.join()
-    check_workers(procs)
-
-
-def check_workers(procs: list) -> None:
-    """Raise WorkerLost if a worker process died (a non-zero exit code) after the others finished."""
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    if failed:
-        raise WorkerLost(f"{len(failed)} study worker(s) died (exit codes {failed}); the pairs they held are not "
-                         "finished: rerun the same command to train them")
+    # Remote workers may still hold pairs: wait until nothing is queued or running; with local workers,
+    # a pair a dead worker left is trained here.
+    executor.wait_for_workers(study, functools.partial(join, cfg.storage, name) if cfg.workers else None)
+    executor.join_workers(procs, "study worker")  # then say whether a local worker died
+    log.info("all queued pairs are done: %s", json.dumps({s.name: len(study.get_trials(states=(s,)))
+                                                          for s in optuna.trial.TrialState}))
 
 
 # ----------------------------------------------------------------------------- the entry point
 
 
-def collect(client, experiment_id: str, study_id: str) -> pd.DataFrame:
-    """One row per finished arm run of the study: configuration, seed, arm, params and metrics."""
-    rows = []
-    configs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{study_id}'")
-    for config in configs:
-        for pair in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{config.info.run_id}'"):
-            for arm, run in arm_runs(client, experiment_id, pair.info.run_id).items():
-                if run.info.status != FINISHED:
-                    continue
-                rows.append({"configuration": config.data.tags["kd_imdb.config"],
-                             "arch": run.data.params["arch"], "hidden": int(run.data.params["hidden"]),
-                             "seed": int(pair.data.tags["kd_imdb.seed"]), "arm": arm, "run_id": run.info.run_id,
-                             **run.data.metrics})
-    return pd.DataFrame(rows).sort_values(["arch", "hidden", "seed", "arm"]).reset_index(drop=True) if rows else pd.DataFrame()
-
-
 def report(study_id: str) -> str:
     """Analyse a study again from the arm runs that have FINISHED, also while it runs or after it was
     stopped, and log ``results/`` to the study run anew; returns the table."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from kd_imdb import tracking
-    from kd_imdb.analysis import analyse_and_log
-
     tracking.setup_tracking("kd_imdb")
     client = MlflowClient()
     try:
@@ -313,67 +243,65 @@ def report(study_id: str) -> str:
         raise ValueError(f"no run {study_id!r} on the tracking server; pass the id the study command printed") from exc
     if study.data.tags.get("kd_imdb.stage") != "study" or "kd_imdb.resumes" in study.data.tags:
         raise ValueError(f"run {study_id} is not a study's first run; pass the id the study command printed")
-    return analyse_and_log(collect(client, study.info.experiment_id, study_id), study_id, client)
+    return analyse_and_log(ledger.collect(client, study.info.experiment_id, study_id), study_id, client)
 
 
 def check_inputs(cfg: StudyConfig) -> None:
     """What can only be checked against the tracking server and the storage, checked before the first run
     opens: the soft-labels runs exist, and the Optuna storage answers."""
-    from kd_imdb import tracking
-
     tracking.require_run(cfg.soft_labels_run_id, "soft-labels")
     for name, run_id in cfg.student(cfg.configurations()[0], 0).teacher_runs().items():
         tracking.require_run(run_id, f"teacher {name!r} soft-labels")
     if cfg.storage:
-        from kd_imdb.grid import make_storage
-
-        make_storage(cfg.storage)
+        executor.make_storage(cfg.storage)
 
 
-def run(cfg: StudyConfig) -> str:
+@dataclass(frozen=True)
+class StudyResult:
+    study_id: str
+    table: str  # the study's markdown table (results.md)
+
+
+def run(cfg: StudyConfig) -> StudyResult:
     """Plan the grid, train what is missing with the workers, then analyse and log the results."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from kd_imdb import tracking
-    from kd_imdb.analysis import analyse_and_log
-
     uri = tracking.setup_tracking("kd_imdb")
     check_inputs(cfg)
     client = MlflowClient()
     key = cfg.key()
     with tracking.start_run(run_name="study", tags={"kd_imdb.stage": "study"}) as active:
         experiment_id = active.info.experiment_id
-        previous = [run for k in (key, cfg.legacy_key())
-                    for run in client.search_runs([experiment_id], f"tags.`kd_imdb.study_key` = '{k}'")]
-        previous.sort(key=lambda run: run.info.start_time)
-        study_id = previous[0].info.run_id if previous else active.info.run_id
+        study_id = ledger.find_study(client, experiment_id, [key, cfg.legacy_key()]) or active.info.run_id
         if study_id != active.info.run_id:
             # This invocation's run points at the study it resumed; the study's runs stay in one tree.
             # Its params say what this invocation asked for (more arms, say); the study keeps its own.
             mlflow.set_tags({"kd_imdb.resumes": study_id})
         client.set_tag(study_id, "kd_imdb.study_key", key)  # on a resumed study, a legacy key gives way
         tracking.log_params_once(asdict(cfg))
-        todo, done = plan(cfg, client, experiment_id, study_id)
-        log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(done))
-        mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(done)})
+        tracking.log_config(asdict(cfg))
+        seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+        # Shared grids: a live remote worker may hold a pair; its taker closes what a dead one left.
+        cells = ledger.plan(client, experiment_id, study_id, cfg.configurations(), seeds, cfg.arm_list(),
+                            close_stale=not cfg.storage)
+        todo = [c for c in cells if c.missing]
+        log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(cells) - len(todo))
+        mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(cells) - len(todo)})
         t0 = time.time()
         if cfg.storage:
-            from kd_imdb import grid
-
-            grid.run_shared(cfg, todo + done, uri, study_id)
+            run_shared(cfg, cells, uri, study_id)
         else:
-            run_workers(cfg, todo, uri)
+            # Largest models first, so the long ones do not end up alone at the tail.
+            todo.sort(key=lambda c: -c.configuration[1])
+            executor.run_local(PairTrainer(cfg), todo, cfg.workers, uri, kind="study worker")
         mlflow.log_metric("train_wall_seconds", time.time() - t0)
-        for item in todo + done:  # configuration runs end when all their pairs have
-            client.set_terminated(item["config_id"], status=FINISHED)
-        frame = collect(client, experiment_id, study_id)
-        analyse_and_log(frame, study_id, client)
+        ledger.finish_configurations(client, cells)
+        frame = ledger.collect(client, experiment_id, study_id)
+        table = analyse_and_log(frame, study_id, client)
         if cfg.register and not frame.empty:
+            # Imported here: importing serving defines its pyfunc class, which MLflow warns about.
             from kd_imdb.serving import register_best
 
             versions = register_best(frame, client)
             mlflow.set_tags({f"registered.{alias}": version for alias, version in versions.items()})
         if study_id != active.info.run_id:
-            client.set_terminated(study_id, status=FINISHED)
-    return study_id
+            client.set_terminated(study_id, status=ledger.FINISHED)
+    return StudyResult(study_id, table)

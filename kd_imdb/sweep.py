@@ -13,21 +13,27 @@ several workers share one study, stopping at ``n_trials`` finished trials betwee
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import matplotlib
+import matplotlib.pyplot as plt
+import mlflow
 import numpy as np
 import optuna
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from optuna.visualization import matplotlib as ovm
 
-if TYPE_CHECKING:
-    import pandas as pd
-
+from kd_imdb import analysis, executor, experiment, ledger, stats, tracking
 from kd_imdb.experiment import StudentConfig
+from kd_imdb.study import StudyConfig
+from kd_imdb.study import run as run_study
 
 log = logging.getLogger(__name__)
 
@@ -83,38 +89,20 @@ def load_study(cfg: SweepConfig, worker: int | None = 0) -> optuna.Study:
     a one-worker sweep reproducible; a ``sweep-worker`` from another machine (``worker=None``) draws a
     fresh seed.
     """
-    from kd_imdb.grid import make_storage
-
     seed = None if worker is None else int(np.random.SeedSequence([cfg.sampler_seed, worker]).generate_state(1)[0])
     return optuna.create_study(
-        study_name=cfg.study_name, storage=make_storage(cfg.storage), direction="maximize", load_if_exists=True,
+        study_name=cfg.study_name, storage=executor.make_storage(cfg.storage), direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
 
 
-def queue_trials(study: optuna.Study, n_trials: int) -> int:
-    """Queue empty trials (the sampler fills in T) until the study holds ``n_trials`` that are queued,
-    running or finished; workers only run queued trials, so between them they run exactly that many."""
-    counted = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING,
-               optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    missing = n_trials - len(study.get_trials(deepcopy=False, states=counted))
-    for _ in range(max(0, missing)):
-        study.enqueue_trial({}, user_attrs={"queued": True})
-    return max(0, missing)
-
-
 def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
     """The trial function: one KD student as a nested MLflow run under ``parent_run_id``."""
-    import mlflow
-
-    from kd_imdb import experiment, tracking
 
     def objective(trial: optuna.Trial) -> float:
-        from kd_imdb.grid import NotQueued
-
         if not trial.user_attrs.get("queued"):
-            raise NotQueued()  # made because another worker took the last queued trial: never run
+            raise executor.NotQueued()  # made because another worker took the last queued trial: never run
         temperature = trial.suggest_float("temperature", cfg.t_min, cfg.t_max, log=True)
         alpha = trial.suggest_float("alpha", 0.0, 1.0) if cfg.sweep_alpha else 1.0
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -147,23 +135,16 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
 
 def work(cfg: SweepConfig, parent_run_id: str, worker: int | None = 0) -> None:
     """Run queued trials until none is left (or ``timeout`` passes)."""
-    from kd_imdb import experiment
-    from kd_imdb.grid import drain
-
-    import mlflow
-
     study = load_study(cfg, worker)
     # Trials belong in the sweep run's experiment, whatever this machine's default is.
-    mlflow.set_experiment(experiment_id=mlflow.tracking.MlflowClient().get_run(parent_run_id).info.experiment_id)
+    mlflow.set_experiment(experiment_id=MlflowClient().get_run(parent_run_id).info.experiment_id)
     _, tok, splits = experiment.prepare(cfg.student(2.0, 1.0))
-    drain(study, objective_for(cfg, tok, splits, parent_run_id), timeout=cfg.timeout or None)
+    executor.drain(study, objective_for(cfg, tok, splits, parent_run_id), timeout=cfg.timeout or None)
 
 
 def plot_temperature_curve(study: optuna.Study):
     """Validation accuracy against T for every finished trial: complete trials at their best epoch,
     pruned ones at the best epoch they reached (hollow), so the curve does not hide what was pruned."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots()
     for state, style in ((optuna.trial.TrialState.COMPLETE, dict(color="C0", label="complete")),
                          (optuna.trial.TrialState.PRUNED, dict(facecolors="none", edgecolors="C1", label="pruned"))):
@@ -182,12 +163,7 @@ def plot_temperature_curve(study: optuna.Study):
 def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
     """Optimisation history, validation accuracy against T (all trials, and optuna's slice plot of the
     complete ones, with alpha when swept), parameter importances (PNG)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
-
     directory.mkdir(parents=True, exist_ok=True)
     out = []
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -213,38 +189,27 @@ def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
 
 def run(cfg: SweepConfig) -> dict:
     """The ``sweep`` entry point: the parent run, ``workers`` local worker processes, then the plots."""
-    import multiprocessing as mp
-
-    import mlflow
-
-    from kd_imdb import tracking
-
     uri = tracking.setup_tracking("kd_imdb")
     tracking.require_run(cfg.soft_labels_run_id, "soft-labels")
-    from kd_imdb.grid import make_storage
-
-    make_storage(cfg.storage)  # an unusable storage is an error before the parent run opens
+    executor.make_storage(cfg.storage)  # an unusable storage is an error before the parent run opens
     with tracking.start_run(run_name=f"sweep {cfg.arch}-{cfg.hidden}", tags={"kd_imdb.stage": "sweep"}) as parent:
         tracking.log_params_once(asdict(cfg))
+        tracking.log_config(asdict(cfg))
         study = load_study(cfg)  # creates the study before the workers race for it
         study.set_user_attr("config", asdict(cfg))  # what kd-imdb sweep-worker on another machine needs
         study.set_user_attr("parent_run_id", parent.info.run_id)
-        mlflow.log_metric("trials_queued_now", queue_trials(study, cfg.n_trials))
+        mlflow.log_metric("trials_queued_now", executor.queue_empty_trials(study, cfg.n_trials))
         if cfg.workers == 0:
-            from kd_imdb.grid import wait_for_workers
-
             log.info("%d trials queued; run them with: kd-imdb sweep-worker --storage %s --study-name %s",
                      cfg.n_trials, cfg.storage, cfg.study_name)
-            wait_for_workers(study)
+            executor.wait_for_workers(study)
         elif cfg.workers == 1:
             work(cfg, parent.info.run_id)
         else:
-            ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_spawned_work, args=(cfg, parent.info.run_id, uri, i)) for i in range(cfg.workers)]
-            for p in procs:
-                p.start()
-            for p in procs:
-                p.join()
+            procs = executor.start_workers(functools.partial(work, cfg, parent.info.run_id), cfg.workers, uri)
+            # A dead worker's trial goes FAILED and is queued again for the others; the sweep goes on.
+            if lost := executor.join_workers(procs, "sweep worker", strict=False):
+                log.warning("%d sweep worker(s) died (exit codes %s)", len(lost), lost)
         study = load_study(cfg)
         states = {s.name: len(study.get_trials(deepcopy=False, states=(s,))) for s in optuna.trial.TrialState}
         mlflow.log_metrics({f"trials_{k.lower()}": v for k, v in states.items()})
@@ -260,71 +225,62 @@ def run(cfg: SweepConfig) -> dict:
 
 def join(storage: str, study_name: str) -> None:
     """``kd-imdb sweep-worker``: run a sweep's queued trials from another machine."""
-    from kd_imdb.grid import load_shared_study
-
-    study = load_shared_study(study_name, storage)
+    study = executor.load_shared_study(study_name, storage)
     work(SweepConfig(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"], None)
 
 
-def _spawned_work(cfg: SweepConfig, parent_run_id: str, uri: str, worker: int) -> None:
-    import mlflow
-    import torch
+def sweep_config(sweep_run) -> SweepConfig:
+    """The configuration a sweep ran with: its ``config.json``; for sweeps logged before that file
+    existed, its params, each read back as its field's type."""
+    config = tracking.load_config(sweep_run.info.run_id)
+    if config is None:
+        types = {f.name: f.type for f in fields(SweepConfig)}
+        parse = {"int": int, "float": float, "bool": lambda v: v == "True", "str": str}
+        config = {k: parse[types[k]](v) for k, v in sweep_run.data.params.items() if k in types}
+    return SweepConfig(**config)
 
-    from kd_imdb.study import die_with_parent
 
-    die_with_parent()  # a local worker stops with its sweep (kd-imdb sweep-worker is for staying on)
-    torch.set_num_threads(1)
-    mlflow.set_tracking_uri(uri)
-    work(cfg, parent_run_id, worker)
-
-
-def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> pd.DataFrame:
+def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
     """Retrain the sweep's best T (and alpha) with the study's paired-seed protocol on fresh seed pairs,
-    next to T=2, and print KD at the best T against scratch and against KD at T=2 (CIs, paired tests).
+    next to T=2; return KD at the best T against scratch and against KD at T=2 (CIs, paired tests).
 
     Fresh seeds: the sweep's trials all used its one seed; the confirmation uses seeds 100.. so the
     winner is judged on runs that did not select it.
     """
-    import click
-    import mlflow
-    import pandas as pd
-    from mlflow.tracking import MlflowClient
-
-    from kd_imdb import stats, study, tracking
-
     tracking.setup_tracking("kd_imdb")
     sweep = tracking.require_run(sweep_run_id, "sweep")
-    p, m = sweep.data.params, sweep.data.metrics
+    m = sweep.data.metrics
     if sweep.data.tags.get("kd_imdb.stage") != "sweep" or "best_temperature" not in m:
         raise ValueError(f"run {sweep_run_id} is not a finished sweep (no best_temperature); pass the run id "
                          "that kd-imdb sweep printed")
     best_t, best_alpha = m["best_temperature"], m.get("best_alpha", 1.0)
-    common = dict(soft_labels_run_id=p["soft_labels_run_id"], data=p["data"], grid=f"{p['arch']}:{p['hidden']}",
-                  seeds=seeds, first_seed=100, epochs=int(p["epochs"]), embedding_dim=int(p["embedding_dim"]),
-                  vocab_size=int(p["vocab_size"]), max_len=int(p["max_len"]), lr=float(p["lr"]),
-                  batch_size=int(p["batch_size"]), workers=workers, register=False)
+    swept = sweep_config(sweep)
+    common = dict(soft_labels_run_id=swept.soft_labels_run_id, data=swept.data, grid=f"{swept.arch}:{swept.hidden}",
+                  seeds=seeds, first_seed=100, epochs=swept.epochs, embedding_dim=swept.embedding_dim,
+                  vocab_size=swept.vocab_size, max_len=swept.max_len, lr=swept.lr, batch_size=swept.batch_size,
+                  workers=workers, register=False)
     frames = {}
-    with tracking.start_run(run_name=f"confirm {p['arch']}-{p['hidden']}", tags={"kd_imdb.stage": "confirm",
+    with tracking.start_run(run_name=f"confirm {swept.arch}-{swept.hidden}", tags={"kd_imdb.stage": "confirm",
                                                                                  "kd_imdb.sweep": sweep_run_id}):
         for label, (t, a) in {"best": (best_t, best_alpha), "t2": (2.0, 1.0)}.items():
-            study_id = study.run(study.StudyConfig(temperature=t, alpha=a, **common))
+            study_id = run_study(StudyConfig(temperature=t, alpha=a, **common)).study_id
             client = MlflowClient()
-            frames[label] = study.collect(client, client.get_run(study_id).info.experiment_id, study_id)
-        acc = {name: df.pivot(index="seed", columns="arm", values="test_accuracy") for name, df in frames.items()}
+            frames[label] = ledger.collect(client, client.get_run(study_id).info.experiment_id, study_id)
+        # One table of both studies' arms; each comparison pairs the arms seed by seed.
+        runs = pd.concat([frames["best"].replace({"arm": {"kd": "kd_best"}}),
+                          frames["t2"].replace({"arm": {"kd": "kd_t2", "scratch": "scratch_t2"}})])
         rows = []
-        for name, a_, b_ in (("KD@best T - scratch", acc["best"]["kd"], acc["best"]["scratch"]),
-                             ("KD@best T - KD@T=2", acc["best"]["kd"], acc["t2"]["kd"]),
-                             ("KD@T=2 - scratch", acc["t2"]["kd"], acc["t2"]["scratch"])):
-            d = stats.paired_difference(a_.to_numpy(), b_.loc[a_.index].to_numpy())
-            rows.append({"comparison": name, **d})
+        for name, arm, baseline in (("KD@best T - scratch", "kd_best", "scratch"),
+                                    ("KD@best T - KD@T=2", "kd_best", "kd_t2"),
+                                    ("KD@T=2 - scratch", "kd_t2", "scratch_t2")):
+            d = analysis.gain(runs, arm, baseline)
+            rows.append({"comparison": name, **{k: v for k, v in d.items() if k != "pairs"}})
         table = pd.DataFrame(rows)
         mlflow.log_metrics({"best_temperature": best_t, "best_alpha": best_alpha})
         mlflow.log_text(table.to_csv(index=False), "confirm/comparisons.csv")
-        means = {k: stats.mean_ci(v) for k, v in (("scratch", acc["best"]["scratch"]), ("kd_best", acc["best"]["kd"]),
-                                                  ("kd_t2", acc["t2"]["kd"]))}
+        means = {k: stats.mean_ci(runs.loc[runs["arm"] == arm, "test_accuracy"])
+                 for k, arm in (("scratch", "scratch"), ("kd_best", "kd_best"), ("kd_t2", "kd_t2"))}
         mlflow.log_metrics({f"test_accuracy_{k}": v[0] for k, v in means.items()})
-    click.echo(f"best T {best_t:.3g}, alpha {best_alpha:.3g}; test accuracy over {seeds} fresh seed pairs:")
-    for k, (mean, low, high) in means.items():
-        click.echo(f"  {k}: {mean:.4f} [{low:.4f}, {high:.4f}]")
-    click.echo(table.to_string(index=False))
-    return table
+    lines = [f"best T {best_t:.3g}, alpha {best_alpha:.3g}; test accuracy over {seeds} fresh seed pairs:"]
+    lines += [f"  {k}: {mean:.4f} [{low:.4f}, {high:.4f}]" for k, (mean, low, high) in means.items()]
+    return "\n".join([*lines, table.to_string(index=False)])

@@ -303,7 +303,8 @@ def run(cfg: TeacherConfig) -> str:
             t0 = time.time()
             logits = predict_logits(model, ids, tokenizer.pad_token_id, desc=f"teacher {split}")
             mlflow.log_metric(f"{split}_reviews_per_s", len(ids) / (time.time() - t0))
-            mlflow.log_metrics(prefixed(classification_metrics(logits, part["label"].to_numpy()), "val" if split == "validation" else "test"))
+            prefix = "val" if split == "validation" else "test"
+            mlflow.log_metrics(prefixed(classification_metrics(logits, part["label"].to_numpy()), prefix))
             frames.append(pd.DataFrame({"id": part["id"], "split": split, "logit_0": logits[:, 0], "logit_1": logits[:, 1]}))
         with tempfile.TemporaryDirectory() as tmp:
             model.save_pretrained(f"{tmp}/model")  # safetensors

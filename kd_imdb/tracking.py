@@ -11,8 +11,8 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -116,6 +116,20 @@ def log_params_once(params: dict) -> None:
     fresh = {k: v for k, v in params.items() if k not in present}
     if fresh:
         mlflow.log_params(fresh)
+
+
+def log_config(config: dict) -> None:
+    """The run's resolved configuration as ``config.json`` (typed JSON, defaults filled in), logged
+    beside its params: later stages read this file, never the param strings."""
+    mlflow.log_dict(config, "config.json")
+
+
+def load_config(run_id: str) -> dict | None:
+    """A run's ``config.json``; None for runs logged before configurations were (read their params)."""
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
+    except Exception:  # MlflowException, OSError: the artifact is not there
+        return None
 
 
 def log_dict_artifact(obj: dict, name: str) -> None:

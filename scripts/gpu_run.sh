@@ -50,7 +50,7 @@ nvidia-smi -L 2>/dev/null
 python3 - <<EOF || exit 1
 import mlflow, optuna, datasets, sklearn, scipy, matplotlib, tokenizers, safetensors, torch  # fail early
 import mlflow.pyfunc, mlflow.store.tracking.sqlalchemy_store
-import kd_imdb.cli, kd_imdb.study, kd_imdb.sweep, kd_imdb.grid, kd_imdb.analysis, kd_imdb.serving, kd_imdb.linear_teacher, kd_imdb.ensemble
+import kd_imdb.cli, kd_imdb.study, kd_imdb.sweep, kd_imdb.executor, kd_imdb.ledger, kd_imdb.analysis, kd_imdb.serving, kd_imdb.linear_teacher, kd_imdb.ensemble
 from kd_imdb.train import resolve_device
 print("torch", torch.__version__, "mlflow", mlflow.__version__, "device", resolve_device(), flush=True)
 if mlflow.get_experiment_by_name("kd_imdb-gpu") is None:

@@ -45,7 +45,8 @@ def labels(run_id):
     print("\n| split | teacher accuracy | F1 | log-loss | ECE |")
     print("|---|---|---|---|---|")
     for split in ("train", "val", "test"):
-        print(f"| {split} | " + " | ".join(f"{m[f'teacher_{split}_{k}']:.4f}" for k in ("accuracy", "f1", "log_loss", "ece")) + " |")
+        cells = (f"{m[f'teacher_{split}_{k}']:.4f}" for k in ("accuracy", "f1", "log_loss", "ece"))
+        print(f"| {split} | " + " | ".join(cells) + " |")
 
 
 def teachers(run_ids):

@@ -54,7 +54,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "teacher_strength.csv", index=False)
-    print("| teacher | teacher test accuracy | student arm | seed pairs | student test accuracy | scratch | Δ vs scratch | p | p (Holm) | student − teacher |")
+    print("| teacher | teacher test accuracy | student arm | seed pairs | student test accuracy | scratch | Δ vs scratch "
+          "| p | p (Holm) | student − teacher |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in table.itertuples():
         print(f"| {r.teacher} | {r.teacher_test_accuracy:.4f} | {r.arm} | {r.seed_pairs} | {r.student:.4f} [{r.student_low:.4f}, "

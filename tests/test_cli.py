@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from kd_imdb.data import load_data
 from kd_imdb.soft_labels import write_logits
 

@@ -6,9 +6,9 @@ import shutil
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from kd_imdb.data import SAMPLE_PATH, DataError, label_budget, load_data, review_id
 
 NON_ASCII = "Amélie — a café, naïve señor, 映画 🎬; ÜBER“gut”"

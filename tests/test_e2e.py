@@ -8,9 +8,10 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import BIN, ROOT, free_port, run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, free_port, run_cli
+pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 STUDENT = ["-P", "hidden=8", "-P", "embedding_dim=16", "-P", "vocab_size=2000", "-P", "max_len=64",
            "-P", "epochs=1", "-P", "seed=3"]

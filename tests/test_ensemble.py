@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from kd_imdb.data import load_data
 from kd_imdb.ensemble import fit_stack
 from kd_imdb.soft_labels import read_logits, write_logits

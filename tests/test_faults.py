@@ -18,11 +18,12 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import BIN, fresh_postgres_database, run_cli
+from mlflow.tracking import MlflowClient
 from test_study import finished_cells, register_synthetic_soft_labels
 from test_sweep import TINY as SWEEP_TINY
+
+pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 GRID = ["--grid", "gru:8,12", "--seeds", "1", "--register", "false", "--epochs", "2", "--max-len", "48",
         "--vocab-size", "1500", "--embedding-dim", "16"]

@@ -8,10 +8,11 @@ import time
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import BIN, fresh_postgres_database, start_mlflow_server
+from mlflow.tracking import MlflowClient
 from test_study import SMALL, finished_cells, register_synthetic_soft_labels
+
+pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 GRID = ["--grid", "gru:8,12;cnn:8", "--seeds", "2", "--register", "false", *SMALL]
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from kd_imdb.linear_teacher import LinearTeacherConfig, NBScaler
 
 

@@ -10,12 +10,12 @@ from importlib.metadata import version
 import click
 import pytest
 import yaml
+from conftest import ROOT, run_cli
 from mlflow.projects._project_spec import load_project
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from conftest import ROOT, run_cli
 from kd_imdb.cli import main
 
 TORCH_PIN = "2.13.0"
@@ -166,14 +166,14 @@ def config_class(subcommand: str):
     import importlib
 
     if subcommand == "demo":
-        from kd_imdb.report import run_demo
+        from kd_imdb.demo import run
 
-        return run_demo
+        return run
     module, name = {"teacher": ("kd_imdb.teacher", "TeacherConfig"),
                     "soft-labels": ("kd_imdb.soft_labels", "SoftLabelsConfig"),
                     "student": ("kd_imdb.experiment", "StudentConfig"),
                     "study": ("kd_imdb.study", "StudyConfig"),
-                    "study-worker": ("kd_imdb.grid", "join"),
+                    "study-worker": ("kd_imdb.study", "join"),
                     "sweep": ("kd_imdb.sweep", "SweepConfig"),
                     "sweep-worker": ("kd_imdb.sweep", "join"),
                     "confirm": ("kd_imdb.sweep", "confirm"),
@@ -218,3 +218,44 @@ def test_cli_help_lists_subcommands():
     listed = {line.split()[0] for line in lines if line.strip()}
     assert SUBCOMMANDS <= listed
     assert listed == set(main.commands)
+
+
+def test_modules_import_only_the_floors_below_them():
+    """README's layout lists the package bottom up; every in-package import (at module top or inside a
+    function) must name a module listed before the importer, so data flows one way and there is no cycle."""
+    import ast
+    import re
+
+    order = re.findall(r"^kd_imdb/(\w+)\.py", (ROOT / "README.md").read_text(), flags=re.M)
+    modules = sorted(p.stem for p in (ROOT / "kd_imdb").glob("*.py") if p.stem != "__init__")
+    assert sorted(order) == modules, "README's layout must list every module once"
+    rank = {name: i for i, name in enumerate(order)}
+    upward = []
+    for name in order:
+        tree = ast.parse((ROOT / "kd_imdb" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "kd_imdb":
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kd_imdb."):
+                targets = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("kd_imdb.")]
+            else:
+                continue
+            upward += [f"{name} -> {t}" for t in targets if t in rank and rank[t] >= rank[name]]
+    assert upward == []
+
+
+def test_only_the_command_line_prints():
+    """Library code returns tables and logs; ``cli.py`` alone writes to the console."""
+    import re
+
+    printing = [p.name for p in (ROOT / "kd_imdb").glob("*.py")
+                if p.name != "cli.py" and re.search(r"\bclick\.echo\(|^\s*print\(", p.read_text(), flags=re.M)]
+    assert printing == []
+
+
+def test_the_tests_mirror_the_package():
+    """Every module of kd_imdb has its tests/test_<module>.py."""
+    modules = {p.stem for p in (ROOT / "kd_imdb").glob("*.py") if p.stem != "__init__"}
+    assert sorted(m for m in modules if not (ROOT / "tests" / f"test_{m}.py").exists()) == []

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
 from kd_imdb.data import SAMPLE_PATH, load_data
 from kd_imdb.soft_labels import ARTIFACT, META_KEY, SoftLabelsError, load_for_data, read_logits, write_logits
 

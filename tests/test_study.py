@@ -7,12 +7,14 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import BIN, ROOT, run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, ROOT, run_cli
+pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 SMALL = ["--epochs", "1", "--max-len", "48", "--vocab-size", "1500", "--embedding-dim", "16"]
 
@@ -71,17 +73,22 @@ def study(server_env, soft_labels_run, tmp_path_factory):
             "experiment_id": client.get_run(study_id).info.experiment_id}
 
 
-def test_study_tree_pairs_share_initial_weights(study):
+def test_study_tree_pairs_share_initial_weights(study, server_env):
+    mlflow.set_tracking_uri(server_env["MLFLOW_TRACKING_URI"])
     client, exp = study["client"], study["experiment_id"]
     configs = runs_under(client, exp, study["id"])
     assert sorted(c.data.tags["kd_imdb.config"] for c in configs) == ["cnn-8", "gru-8"]
     for config in configs:
         pairs = runs_under(client, exp, config.info.run_id)
+        config_name = config.data.tags["kd_imdb.config"]
         assert sorted(p.data.tags["kd_imdb.seed"] for p in pairs) == ["0", "1"]
         for pair in pairs:
             arms = {a.data.tags["kd_imdb.arm"]: a for a in runs_under(client, exp, pair.info.run_id)}
             assert set(arms) == {"scratch", "kd"}
             assert arms["scratch"].data.tags["init_sha256"] == arms["kd"].data.tags["init_sha256"]
+            config = mlflow.artifacts.load_dict(f"runs:/{arms['kd'].info.run_id}/config.json")
+            assert (config["mode"], config["arch"], config["hidden"], config["epochs"]) == ("kd", config_name[:3], 8, 1)
+            assert config["seed"] == int(pair.data.tags["kd_imdb.seed"]) and config["max_len"] == 48
             assert pair.data.metrics["kd_minus_scratch_test_accuracy"] == pytest.approx(
                 arms["kd"].data.metrics["test_accuracy"] - arms["scratch"].data.metrics["test_accuracy"])
     seeds = {p.data.tags["kd_imdb.seed"]: p for c in configs for p in runs_under(client, exp, c.info.run_id)
@@ -283,7 +290,7 @@ def test_rerun_with_more_arms_extends_the_study(study, server_env, soft_labels_r
     assert sorted(k for k in after if k[2] == "label_smoothing") == [
         ("cnn-8", 0, "label_smoothing"), ("cnn-8", 1, "label_smoothing"),
         ("gru-8", 0, "label_smoothing"), ("gru-8", 1, "label_smoothing")]
-    for (config, seed, arm), run_id in after.items():  # the new arm starts from its scratch partner's weights
+    for (config, seed, _arm), run_id in after.items():  # the new arm starts from its scratch partner's weights
         assert (client.get_run(run_id).data.tags["init_sha256"]
                 == client.get_run(after[(config, seed, "scratch")]).data.tags["init_sha256"])
     summary = client.download_artifacts(study["id"], "results/summary.csv", str(study["tmp"] / "extended"))
@@ -292,7 +299,7 @@ def test_rerun_with_more_arms_extends_the_study(study, server_env, soft_labels_r
 
 def _cell_runs(client, experiment_id: str, study_id: str) -> dict:
     """(configuration, seed, arm) -> the id of its FINISHED run."""
-    from kd_imdb.study import collect
+    from kd_imdb.ledger import collect
 
     frame = collect(client, experiment_id, study_id)
     return {(r.configuration, int(r.seed), r.arm): r.run_id for r in frame.itertuples()}

@@ -7,10 +7,11 @@ import os
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import run_cli
+from mlflow.tracking import MlflowClient
 from test_study import register_synthetic_soft_labels
+
+pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 TINY = ["--arch", "gru", "--hidden", "8", "--epochs", "2", "--max-len", "48", "--vocab-size", "1500",
         "--embedding-dim", "16"]
@@ -93,7 +94,7 @@ def test_confirm_retrains_best_t_on_fresh_seed_pairs(sweep, env):
     for s in studies:
         assert s.data.params["first_seed"] == "100"  # fresh seeds, not the sweep's
     # Scratch arms do not depend on T: both confirmation studies trained identical scratch students.
-    from kd_imdb.study import collect
+    from kd_imdb.ledger import collect
 
     scratch = [collect(client, experiment_id, s.info.run_id).query("arm == 'scratch'").set_index("seed")["test_accuracy"]
                for s in studies]
@@ -115,3 +116,21 @@ def test_sweep_config_refuses_negative_workers_and_takes_zero():
     assert SweepConfig(soft_labels_run_id="abc", workers=0).workers == 0  # queue only: sweep-workers do the trials
     with pytest.raises(ValueError, match="workers >= 0"):
         SweepConfig(soft_labels_run_id="abc", workers=-1)
+
+
+def test_a_sweep_logged_before_config_json_is_read_from_its_typed_params(local_store):
+    """Sweeps from before config.json logged only params (strings): confirm reads them as their types."""
+    import mlflow
+
+    from kd_imdb.sweep import SweepConfig, sweep_config
+
+    params = {"soft_labels_run_id": "abc", "hidden": "16", "epochs": "3", "lr": "0.001", "sweep_alpha": "True",
+              "max_len": "64", "t_max": "8.0"}
+    with mlflow.start_run() as old:
+        mlflow.log_params(params)
+    assert sweep_config(mlflow.get_run(old.info.run_id)) == SweepConfig(
+        soft_labels_run_id="abc", hidden=16, epochs=3, lr=0.001, sweep_alpha=True, max_len=64, t_max=8.0)
+    with mlflow.start_run() as new:
+        mlflow.log_params(params)
+        mlflow.log_dict({"soft_labels_run_id": "abc", "hidden": 24}, "config.json")  # the file wins
+    assert sweep_config(mlflow.get_run(new.info.run_id)).hidden == 24

@@ -8,9 +8,9 @@ import subprocess
 import time
 
 import pandas as pd
+from conftest import BIN, run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import BIN, run_cli
 from kd_imdb.data import load_data
 from kd_imdb.soft_labels import write_logits
 
@@ -36,7 +36,8 @@ def test_a_killed_run_is_closed_killed_by_the_next_command(local_store, tmp_path
     data = load_data("sample")
     logits = pd.DataFrame({"id": data.frame["id"].unique(), "logit_0": 0.0, "logit_1": 1.0})
     write_logits(logits, {"data_hash": data.content_hash}, tmp_path / "l.parquet")
-    proc = run_cli("soft-labels", "--logits-file", str(tmp_path / "l.parquet"), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": local_store})
+    proc = run_cli("soft-labels", "--logits-file", str(tmp_path / "l.parquet"), cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": local_store})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert client.get_run(run.info.run_id).info.status == "KILLED"
     assert f"closed 1 run(s) KILLED whose process on {socket.gethostname()} is gone: {run.info.run_id}" in proc.stderr

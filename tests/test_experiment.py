@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from conftest import run_cli
+pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 
 @pytest.fixture(scope="module")

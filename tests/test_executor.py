@@ -1,0 +1,74 @@
+"""The executor with real processes and a real Optuna SQLite storage: every cell runs once, workers
+are single-thread, a dead worker is reported, and the shared queue never runs a cell twice."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import torch
+
+from kd_imdb import executor
+
+
+class Recorder:
+    """A cell handler that writes what it saw; it counts the cells its own process handled."""
+
+    def __init__(self, out: str):
+        self.out = out
+        self.handled = 0
+
+    def __call__(self, cell) -> int:
+        self.handled += 1
+        Path(self.out, f"{cell}.json").write_text(json.dumps(
+            {"pid": os.getpid(), "threads": torch.get_num_threads(), "uri": mlflow.get_tracking_uri(),
+             "handled_before": self.handled - 1}))
+        return 1
+
+
+def test_run_local_runs_every_cell_once_on_single_thread_workers(tmp_path):
+    executor.run_local(Recorder(str(tmp_path)), list(range(6)), workers=2, tracking_uri="sqlite:///x.db")
+    seen = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert len(seen) == 6
+    assert {s["threads"] for s in seen} == {1} and {s["uri"] for s in seen} == {"sqlite:///x.db"}
+    assert len({s["pid"] for s in seen}) <= 2 and os.getpid() not in {s["pid"] for s in seen}
+    assert max(s["handled_before"] for s in seen) >= 1  # a worker keeps its handler between cells
+
+
+def exit_with(code: int, index: int) -> None:
+    if index == 1:
+        os._exit(code)
+
+
+def test_a_dead_worker_is_reported():
+    with pytest.raises(executor.WorkerLost, match=r"1 study worker\(s\) died \(exit codes \[3\]\)"):
+        executor.join_workers(executor.start_workers(functools.partial(exit_with, 3), 2, "sqlite:///x.db"),
+                              "study worker")
+    assert executor.join_workers(executor.start_workers(functools.partial(exit_with, 3), 2, "sqlite:///x.db"),
+                                 strict=False) == [3]
+
+
+def test_the_shared_queue_runs_each_queued_cell_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="cells", storage=executor.make_storage(url), direction="maximize")
+    cells = [{"name": n} for n in "abcd"]
+    executor.enqueue_cells(study, cells, [True, False, True, True])
+    executor.enqueue_cells(study, cells, [True, False, True, True])  # a rerun queues nothing twice
+    assert executor.waiting(study) == 3
+    seen = []
+    executor.pop_cells(executor.load_shared_study("cells", url), lambda cell: seen.append(cell["name"]) or 2)
+    assert sorted(seen) == ["a", "c", "d"]
+    assert [t.value for t in study.get_trials()] == [2.0, 2.0, 2.0]
+    executor.wait_for_workers(study, poll_s=0.1)  # nothing queued or running: returns at once
+    assert executor.queue_empty_trials(study, 5) == 2 and executor.queue_empty_trials(study, 5) == 0
+
+
+def test_an_unknown_storage_or_study_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="cannot use it"):
+        executor.make_storage("nosuchdb://x")
+    with pytest.raises(ValueError, match=r"no study 'nope' in .*studies there: none"):
+        executor.load_shared_study("nope", f"sqlite:///{tmp_path}/empty.db")
