@@ -48,14 +48,6 @@ def subset(raw_sample) -> pd.DataFrame:
     return sub
 
 
-@pytest.fixture(scope="module")
-def db_template(tmp_path_factory):
-    """An initialised SQLite tracking store, copied per CLI test (saves the schema migration per call)."""
-    path = tmp_path_factory.mktemp("db_template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
-    return path
-
-
 # --- review ids --------------------------------------------------------------------------------------
 
 

@@ -55,3 +55,17 @@ def test_onnx_export_matches_pytorch(arch, tmp_path):
         with torch.no_grad():
             expected = model(ids).numpy()
         np.testing.assert_allclose(onnx(ids.numpy()), expected, atol=1e-5)
+
+
+def test_gru_inference_skips_padding_with_the_same_logits_as_training_mode():
+    """Eval mode packs the batch (each review's padding skipped); its logits are those of the padded
+    forward pass that training uses (dropout off in both)."""
+    from kd_imdb.train import pad
+
+    model = build_student(StudentSpec(arch="gru", hidden=16, embedding_dim=8, vocab_size=50, dropout=0.0), 0)
+    gen = torch.Generator().manual_seed(0)
+    ids = pad([torch.randint(1, 50, (int(n),), generator=gen).numpy() for n in (1, 7, 40, 3, 40, 12)])
+    with torch.no_grad():
+        padded = model.train()(ids)
+        packed = model.eval()(ids)
+    torch.testing.assert_close(packed, padded, atol=1e-6, rtol=1e-5)
