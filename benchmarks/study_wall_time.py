@@ -25,20 +25,21 @@ import torch
 
 def seconds_per_review(cfg, splits, threads: int, reviews: int) -> tuple[float, float]:
     """(train, eval) seconds per review for ``cfg``'s student at ``threads`` threads."""
+    from kd_imdb.experiment import distilled
     from kd_imdb.students import build_student
-    from kd_imdb.train import predict, train_student
+    from kd_imdb.train import FitConfig, fit, predict
 
     torch.set_num_threads(threads)
     tr = splits["train"]
-    idx = np.random.default_rng(0).choice(len(tr["seqs"]), size=reviews, replace=False)
-    seqs = [tr["seqs"][i] for i in idx]
+    idx = np.random.default_rng(0).choice(len(tr.seqs), size=reviews, replace=False)
+    seqs = [tr.seqs[i] for i in idx]
+    loss = distilled(tr.labels[idx], tr.teacher[idx], torch.device("cpu"), cfg.temperature, cfg.alpha)
+    one_epoch = FitConfig(seed=0, epochs=1, lr=cfg.lr, batch_size=cfg.batch_size, device="cpu")
     model = build_student(cfg.spec, 0)
     # one batch first: allocator and kernel warm-up are not part of the steady state
-    train_student(model, 0, seqs[:64], tr["labels"][idx[:64]], seqs[:8], tr["labels"][idx[:8]], epochs=1,
-                  lr=cfg.lr, batch_size=cfg.batch_size, teacher_logits=tr["teacher"][idx[:64]], device="cpu")
+    fit(model, seqs[:64], seqs[:8], tr.labels[idx[:8]], loss, one_epoch)
     t0 = time.perf_counter()
-    train_student(model, 0, seqs, tr["labels"][idx], seqs[:8], tr["labels"][idx[:8]], epochs=1, lr=cfg.lr,
-                  batch_size=cfg.batch_size, teacher_logits=tr["teacher"][idx], device="cpu")
+    fit(model, seqs, seqs[:8], tr.labels[idx[:8]], loss, one_epoch)
     train = (time.perf_counter() - t0) / reviews
     t0 = time.perf_counter()
     predict(model, seqs)
@@ -70,7 +71,7 @@ def main(soft_labels_run_id: str, data: str, grid: str, reviews: int, workers: i
 
     cfg = study.StudyConfig(soft_labels_run_id=soft_labels_run_id, data=data, grid=grid, register=False)
     _, _, splits = experiment.prepare(cfg.student(cfg.configurations()[0], 0))
-    n = {s: len(splits[s]["seqs"]) for s in ("train", "validation", "test")}
+    n = {s: len(splits[s].seqs) for s in ("train", "validation", "test")}
     print(f"torch {torch.__version__}, {n['train']} train / {n['validation']} validation / {n['test']} test reviews, "
           f"{reviews} timed per student")
     print("| student | epochs | train ms/review, 1 thread | 2 threads | eval ms/review | one run, 1 thread (s) | 2 threads (s) |")

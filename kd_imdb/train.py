@@ -1,4 +1,5 @@
 """The student training loop: one plain loop, length-bucketed batches, best epoch by validation accuracy.
+The loss is the caller's (``experiment`` builds one per arm), so the loop knows nothing of teachers.
 
 The randomness of a run comes from two streams, both seeded by the run's seed: ``torch``'s global
 generator (initial weights, dropout) and a NumPy generator for the batch order. Evaluation draws from
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kd_imdb.losses import hard_loss, kd_loss, margin_mse_loss
 from kd_imdb.metrics import classification_metrics
 
 
@@ -76,60 +77,47 @@ def predict(model: torch.nn.Module, seqs: list[np.ndarray], batch_size: int = 25
     return out
 
 
-def train_student(
-    model: torch.nn.Module,
-    seed: int,
-    train_seqs: list[np.ndarray],
-    train_labels: np.ndarray,
-    val_seqs: list[np.ndarray],
-    val_labels: np.ndarray,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    teacher_logits: np.ndarray | None = None,
-    temperature: float = 2.0,
-    alpha: float = 1.0,
-    hard_epochs: int = 0,
-    soft_loss: str = "kl",
-    label_smoothing: float = 0.0,
-    log_fn=None,
-    desc: str = "student",
-    device: str | None = None,
-) -> TrainResult:
-    """Train ``model`` and return the weights of its best epoch by validation accuracy.
+LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]  # (logits [B, 2], batch rows [B], epoch) -> loss
 
-    With ``teacher_logits`` [n_train, 2] the loss is ``kd_loss`` (temperature, alpha) or, with
-    ``soft_loss="mse"``, ``margin_mse_loss``; without, it is cross-entropy on the labels (with
-    ``label_smoothing``). Reviews labelled -1 (a transfer set) only feed the soft term. ``hard_epochs``
-    more epochs on hard labels follow the KD epochs (the origin study's "extra training on hard
-    targets"); the best epoch is then chosen among them. ``log_fn(metrics, epoch)`` gets the per-epoch
-    training loss and validation metrics. The model trains on ``resolve_device(device)`` and stays there;
-    the returned weights are on the CPU.
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How a student trains: seed, schedule, optimiser, and from which epoch on the best one is chosen."""
+
+    seed: int
+    epochs: int  # all of them, a hard phase after KD included
+    lr: float
+    batch_size: int
+    first_selectable_epoch: int = 1  # KD then hard labels: the model must come from the hard phase
+    desc: str = "student"
+    device: str | None = None
+
+
+def fit(model: torch.nn.Module, train_seqs: list[np.ndarray], val_seqs: list[np.ndarray], val_labels: np.ndarray,
+        loss_fn: LossFn, cfg: FitConfig, log_fn: Callable[[dict, int], None] | None = None) -> TrainResult:
+    """Train ``model`` with Adam on ``loss_fn`` and return the weights of its best epoch by validation
+    accuracy (among epochs ``cfg.first_selectable_epoch`` and later).
+
+    ``loss_fn(logits, rows, epoch)`` gets a batch's logits [B, 2] and its rows of the training set [B]
+    (on the model's device), so it can look up labels and teacher logits itself. ``log_fn(metrics,
+    epoch)`` gets the per-epoch training loss and validation metrics. The model trains on
+    ``resolve_device(cfg.device)`` and stays there; the returned weights are on the CPU.
     """
-    torch.manual_seed(seed)  # dropout stream (on a GPU too)
-    rng = np.random.default_rng(seed)  # batch-order stream
-    device = resolve_device(device)
+    torch.manual_seed(cfg.seed)  # dropout stream (on a GPU too)
+    rng = np.random.default_rng(cfg.seed)  # batch-order stream
+    device = resolve_device(cfg.device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     lengths = np.array([len(s) for s in train_seqs])
-    labels_t = torch.tensor(np.asarray(train_labels), dtype=torch.long, device=device)
-    teacher_t = None if teacher_logits is None else torch.as_tensor(teacher_logits, dtype=torch.float32, device=device)
     best_acc, best_epoch, best_state, history = -1.0, 0, None, []
     t0 = time.time()
-    for epoch in range(1, epochs + hard_epochs + 1):
-        soft = teacher_t is not None and epoch <= epochs
+    for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, seen = 0.0, 0
-        for idx in tqdm(length_bucketed_batches(lengths, batch_size, rng), desc=f"{desc} epoch {epoch}",
+        for idx in tqdm(length_bucketed_batches(lengths, cfg.batch_size, rng), desc=f"{cfg.desc} epoch {epoch}",
                         unit="batch", mininterval=10, leave=False):
             logits = model(pad([train_seqs[i] for i in idx]).to(device))  # [B, 2]
-            idx_t = torch.from_numpy(idx).to(device)
-            if soft and soft_loss == "mse":
-                loss = margin_mse_loss(logits, teacher_t[idx_t], labels_t[idx_t], alpha)
-            elif soft:
-                loss = kd_loss(logits, teacher_t[idx_t], labels_t[idx_t], temperature, alpha)
-            else:
-                loss = hard_loss(logits, labels_t[idx_t], label_smoothing)
+            loss = loss_fn(logits, torch.from_numpy(idx).to(device), epoch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # GRUs can spike early on
@@ -141,10 +129,7 @@ def train_student(
         history.append(row)
         if log_fn:
             log_fn({k: v for k, v in row.items() if k != "epoch"}, epoch)
-        # With hard epochs after KD, the selected model must come from the hard phase, or the arm
-        # would silently fall back to its KD weights.
-        selectable = epoch > epochs if (hard_epochs and teacher_t is not None) else True
-        if selectable and val["accuracy"] > best_acc:
+        if epoch >= cfg.first_selectable_epoch and val["accuracy"] > best_acc:
             best_acc, best_epoch = val["accuracy"], epoch
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     return TrainResult(best_state, best_epoch, history, time.time() - t0)

@@ -6,20 +6,20 @@
 # It installs the carried wheels (.whl/: mlflow-skinny, optuna, datasets and what they need beyond the
 # machine's own PyTorch stack), unpacks the carried IMDB copy (.gpu_data/imdb.tar.xz) to
 # ../shared/data/imdb, and runs every stage with the project's own CLI against a local SQLite tracking
-# store (/work/gpu_tracking, the same absolute path as on the development machine, so the store works
-# there unchanged). Stages run in priority order, each under what is left of BUDGET seconds; after
+# store ($TR, default .gpu_tracking in the repository; artifact paths in it are absolute, so unpack the
+# store it returns at the same path on the development machine, or set TR to a path both machines share). Stages run in priority order, each under what is left of BUDGET seconds; after
 # each, the store (without the per-run student weights, too big to bring back) is packed into $OUT.
 # Every knob is an environment variable so the same script runs a tiny version on a CPU,
 # or a slice of the real runs on a CPU machine (venv active), e.g. CNN-256's transfer set and teacher arms:
 #
 #   INSTALL_WHEELS=0 KD_IMDB_DEVICE=cpu STAGES="labels linear ensemble arms" ARMS_GRID=cnn:256 ARMS=scratch,kd_transfer \
-#     ARMS_SEEDS=3 WORKERS=3 BUDGET=10000 OUT=/tmp/cpu_out bash scripts/gpu_run.sh
+#     ARMS_SEEDS=3 WORKERS=3 BUDGET=10000 OUT=.cpu_out bash scripts/gpu_run.sh
 set -u
 START=$(date +%s)
 BUDGET=${BUDGET:-540}
-OUT=${OUT:-/tmp/gpu_out}
+OUT=${OUT:-$PWD/.gpu_out}
 DATA=${DATA:-../shared/data/imdb}
-TR=${TR:-/work/gpu_tracking}
+TR=${TR:-$PWD/.gpu_tracking}
 GRID=${GRID:-"gru:16,32,64,128,256;cnn:64,128,256"}
 SEEDS=${SEEDS:-5}
 WORKERS=${WORKERS:-8}
@@ -38,8 +38,9 @@ exec > >(tee -a "$OUT/gpu_run.log") 2>&1
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 
 if [ -d .whl ] && [ "${INSTALL_WHEELS:-1}" = 1 ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site:$PWD
+    SITE=$(mktemp -d)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl || exit 1
+    export PYTHONPATH=$SITE:$PWD
 fi
 if [ "$DATA" = ../shared/data/imdb ] && [ ! -f "$DATA/train.parquet" ]; then
     mkdir -p "$DATA" && tar xJf .gpu_data/imdb.tar.xz -C "$DATA" || exit 1
@@ -61,8 +62,8 @@ pack() {  # the store without each run's student/ (weights, predictions; the reg
     local db
     for db in mlflow optuna; do  # a consistent copy even while a background job writes, gzipped
         [ -f "$TR/$db.db" ] || continue
-        python3 -c "import sqlite3; s = sqlite3.connect('$TR/$db.db'); d = sqlite3.connect('/tmp/$db.db'); s.backup(d); d.close()"
-        gzip -1 -c "/tmp/$db.db" > "$OUT/$db.db.gz"
+        python3 -c "import sqlite3; s = sqlite3.connect('$TR/$db.db'); d = sqlite3.connect('$OUT/$db.db'); s.backup(d); d.close()"
+        gzip -1 -f "$OUT/$db.db"
     done
     rm -f "$OUT"/artifacts.tgz.part-*
     tar czf - -C "$TR" --anchored --exclude='artifacts/????????????????????????????????/artifacts/student' artifacts \

@@ -20,6 +20,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
 
+@pytest.fixture(autouse=True)
+def mlflow_environment_restored():
+    """``mlflow.set_experiment`` and ``set_tracking_uri`` write ``os.environ`` (for child processes): an
+    in-process test's store must not leak into a later test's subprocesses (MLFLOW_EXPERIMENT_ID of a
+    store that is gone)."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in before]:
+        del os.environ[key]
+    os.environ.update(before)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """Tests marked ``gpu`` need CUDA: without it they are skipped, with the reason shown (-ra)."""
     import torch

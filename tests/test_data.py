@@ -381,9 +381,9 @@ def test_a_label_budget_shrinks_train_only():
 
     _, _, full = prepare(StudentConfig(mode="scratch", vocab_size=500))
     _, _, small = prepare(StudentConfig(mode="scratch", vocab_size=500, label_budget=100))
-    assert len(small["train"]["labels"]) == 100 and len(full["train"]["labels"]) == 900
-    assert set(small["train"]["ids"]) < set(full["train"]["ids"])
+    assert len(small["train"].labels) == 100 and len(full["train"].labels) == 900
+    assert set(small["train"].ids) < set(full["train"].ids)
     for split in ("validation", "test"):
-        assert list(small[split]["ids"]) == list(full[split]["ids"])
+        assert list(small[split].ids) == list(full[split].ids)
     with pytest.raises(ValueError, match="label_budget"):
         StudentConfig(mode="scratch", label_budget=1)

@@ -124,3 +124,39 @@ def test_unknown_teacher_arm_is_refused():
     with pytest.raises(ValueError, match="malformed"):
         StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear")
     assert StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear=y").arm_list()[-1] == "kd@linear"
+
+
+def test_each_arm_gets_its_reviews_loss_and_schedule():
+    """arm_inputs without training: the transfer set appends the unlabelled reviews (label -1), kd_hard
+    adds its hard epochs and selects among them, label smoothing matches the teacher's confidence, and
+    the KD loss is kd_loss on the rows' teacher logits."""
+    import torch
+
+    from kd_imdb.experiment import Split, StudentConfig, arm_inputs
+    from kd_imdb.losses import hard_loss, kd_loss
+
+    def split(n, labels, conf):
+        teacher = np.stack([np.zeros(n), np.full(n, np.log(conf / (1 - conf)))], axis=1).astype(np.float32)
+        return Split([np.array([2, 3])] * n, np.asarray(labels), np.arange(n).astype(str), teacher, {"lin": -teacher})
+
+    splits = {"train": split(4, [1, 0, 1, 1], 0.9), "unsupervised": split(3, [-1, -1, -1], 0.8)}
+    cfg = StudentConfig(soft_labels_run_id="x", epochs=2, hard_epochs=3, temperature=4.0, alpha=0.5, teachers="lin=y")
+    cpu = torch.device("cpu")
+    logits, rows = torch.tensor([[0.3, -0.2], [1.0, 0.5]]), torch.tensor([2, 1])
+    train = splits["train"]
+    kd = arm_inputs(cfg, "kd", splits, cpu)
+    assert (len(kd.train_seqs), kd.epochs, kd.first_selectable_epoch) == (4, 2, 1)
+    expected = kd_loss(logits, torch.as_tensor(train.teacher)[rows], torch.tensor([1, 0]), 4.0, 0.5)
+    torch.testing.assert_close(kd.loss_fn(logits, rows, 1), expected)
+    hard = arm_inputs(cfg, "kd_hard", splits, cpu)
+    assert (hard.epochs, hard.first_selectable_epoch) == (5, 3)
+    torch.testing.assert_close(hard.loss_fn(logits, rows, 3), hard_loss(logits, torch.tensor([1, 0]), 0.0))
+    transfer = arm_inputs(cfg, "kd_transfer", splits, cpu)
+    assert len(transfer.train_seqs) == 7
+    smooth = arm_inputs(cfg, "label_smoothing", splits, cpu)
+    assert smooth.params["label_smoothing"] == pytest.approx(2 * (1 - 0.9), abs=1e-6)
+    other = arm_inputs(cfg, "kd@lin", splits, cpu)
+    expected = kd_loss(logits, -torch.as_tensor(train.teacher)[rows], torch.tensor([1, 0]), 4.0, 0.5)
+    torch.testing.assert_close(other.loss_fn(logits, rows, 1), expected)
+    with pytest.raises(ValueError, match="unknown arm"):
+        arm_inputs(cfg, "bogus", splits, cpu)

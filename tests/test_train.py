@@ -3,8 +3,11 @@ import numpy as np
 import pytest
 import torch
 
+from kd_imdb.experiment import distilled, supervised
 from kd_imdb.students import StudentSpec, build_student
-from kd_imdb.train import length_bucketed_batches, pad, predict, resolve_device, train_student
+from kd_imdb.train import FitConfig, fit, length_bucketed_batches, pad, predict, resolve_device
+
+CPU = torch.device("cpu")
 
 
 def toy_task(n=96, seed=0):
@@ -18,8 +21,8 @@ def toy_task(n=96, seed=0):
 def train_once(teacher=None, seed=0, epochs=2):
     seqs, labels = toy_task()
     model = build_student(StudentSpec(arch="gru", hidden=8, embedding_dim=8, vocab_size=12), seed)
-    result = train_student(model, seed, seqs[:64], labels[:64], seqs[64:], labels[64:], epochs=epochs, lr=1e-2,
-                           batch_size=16, teacher_logits=teacher, temperature=2.0, alpha=1.0)
+    loss = supervised(labels[:64], CPU) if teacher is None else distilled(labels[:64], teacher, CPU, 2.0, 1.0)
+    result = fit(model, seqs[:64], seqs[64:], labels[64:], loss, FitConfig(seed=seed, epochs=epochs, lr=1e-2, batch_size=16))
     return model, result
 
 
@@ -71,8 +74,9 @@ def test_hard_epochs_select_among_hard_phase():
     seqs, labels = toy_task()
     teacher = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
     model = build_student(StudentSpec(arch="gru", hidden=8, embedding_dim=8, vocab_size=12), 0)
-    result = train_student(model, 0, seqs[:64], labels[:64], seqs[64:], labels[64:], epochs=2, lr=1e-2,
-                           batch_size=16, teacher_logits=teacher, hard_epochs=1)
+    loss = distilled(labels[:64], teacher, CPU, 2.0, 1.0, kd_epochs=2)  # KD for 2 epochs, then hard labels
+    result = fit(model, seqs[:64], seqs[64:], labels[64:], loss,
+                 FitConfig(seed=0, epochs=3, lr=1e-2, batch_size=16, first_selectable_epoch=3))
     assert len(result.history) == 3
     assert result.best_epoch == 3
 
@@ -101,8 +105,8 @@ def test_on_a_gpu_a_student_starts_from_the_cpus_weights_and_learns_the_same_tas
     runs = {}
     for device in ("cpu", "cuda"):
         model = build_student(spec, 0)
-        runs[device] = train_student(model, 0, seqs[:192], labels[:192], seqs[192:], labels[192:], epochs=3, lr=1e-2,
-                                     batch_size=16, device=device)
+        runs[device] = fit(model, seqs[:192], seqs[192:], labels[192:], supervised(labels[:192], torch.device(device)),
+                           FitConfig(seed=0, epochs=3, lr=1e-2, batch_size=16, device=device))
         assert next(model.parameters()).device.type == device
     assert all(t.device.type == "cpu" for t in runs["cuda"].state_dict.values())
     accuracy = {d: r.history[-1]["val_accuracy"] for d, r in runs.items()}

@@ -1,0 +1,65 @@
+"""GRU inference: the padded forward pass (what training runs) against the packed one (what eval mode
+runs: each review's padding skipped), in one run, one thread, on real test reviews at batch 64.
+
+    python benchmarks/gru_inference.py --data ../shared/data/imdb --max-len 512
+
+Both paths run the same weights (dropout 0, so train mode computes the padded pass without noise); the
+script measures their largest logit gap, then reviews/s of the model alone and with tokenisation.
+"""
+from __future__ import annotations
+
+import time
+
+import click
+import numpy as np
+import torch
+
+from kd_imdb.data import load_data
+from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.tokenizer import encode_texts, train_tokenizer
+from kd_imdb.train import pad
+
+
+def reviews_per_s(fn, batches: list) -> float:
+    fn(batches[0])  # warm-up
+    t0 = time.perf_counter()
+    for batch in batches:
+        fn(batch)
+    return sum(len(b) for b in batches) / (time.perf_counter() - t0)
+
+
+@click.command()
+@click.option("--data", default="sample", show_default=True)
+@click.option("--reviews", default=512, show_default=True, type=int, help="Test reviews timed.")
+@click.option("--max-len", "max_len", default=512, show_default=True, type=int)
+@click.option("--hidden", "hiddens", default=[64, 128], multiple=True, show_default=True, type=int)
+def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...]) -> None:
+    torch.set_num_threads(1)
+    imdb = load_data(data)
+    tok = train_tokenizer(imdb.split("train")["text"].tolist(), vocab_size=20000)
+    texts = imdb.split("test")["text"].sample(min(reviews, len(imdb.split("test"))), random_state=0).tolist()
+    text_batches = [texts[i:i + 64] for i in range(0, len(texts), 64)]
+    seq_batches = [encode_texts(tok, b, max_len) for b in text_batches]
+    words = np.mean([len(s) for b in seq_batches for s in b])
+    tokenize = reviews_per_s(lambda b: encode_texts(tok, b, max_len), text_batches)
+    print(f"{len(texts)} test reviews, {words:.0f} words on average (max_len {max_len}), batch 64, 1 thread; "
+          f"tokenisation alone {tokenize:,.0f} reviews/s")
+    print("| student | padded, model only | packed, model only | speed-up | padded + tokenisation | "
+          "packed + tokenisation | max logit gap |")
+    print("|---|---|---|---|---|---|---|")
+    for hidden in hiddens:
+        model = build_student(StudentSpec(arch="gru", hidden=hidden, dropout=0.0), 0)
+        with torch.no_grad():
+            gap = max(float((model.train()(pad(b)) - model.eval()(pad(b))).abs().max()) for b in seq_batches)
+        rates, total = {}, {}
+        for name, training in (("padded", True), ("packed", False)):
+            model.train(training)
+            with torch.no_grad():
+                rates[name] = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
+                total[name] = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
+        print(f"| GRU-{hidden} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
+              f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
