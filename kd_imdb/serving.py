@@ -14,10 +14,18 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from mlflow.types.schema import AnyType, ColSpec, Schema
+from safetensors.torch import load_file
+
+import kd_imdb
+from kd_imdb.metrics import softmax
+from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.tokenizer import encode_texts, load_tokenizer
+from kd_imdb.train import predict
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +35,6 @@ EXAMPLE = pd.DataFrame({"text": ["A moving, beautifully acted film.", "Dull plot
 
 def load_student(directory: str | Path):
     """(model, tokenizer, max_len) from a ``student/`` folder (model.safetensors, config.json, tokenizer.json)."""
-    from safetensors.torch import load_file
-
-    from kd_imdb.students import StudentSpec, build_student
-    from kd_imdb.tokenizer import load_tokenizer
-
     directory = Path(directory)
     config = json.loads((directory / "config.json").read_text())
     max_len = config.pop("max_len")
@@ -81,10 +84,6 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer, self.max_len = load_student(context.artifacts["student"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
-        from kd_imdb.metrics import softmax
-        from kd_imdb.tokenizer import encode_texts
-        from kd_imdb.train import predict
-
         # MlflowExceptions are what the scoring server answers without a stack trace: bad input gets a
         # 400 with one line; anything else a 500 whose traceback stays in the server's log.
         try:
@@ -102,8 +101,6 @@ class StudentModel(mlflow.pyfunc.PythonModel):
 
 def log_pyfunc(student_dir: str | Path, name: str = "model"):
     """Log the student in ``student_dir`` as a pyfunc model in the active run; returns its ModelInfo."""
-    import kd_imdb
-
     model = StudentModel()
     model.model, model.tokenizer, model.max_len = load_student(student_dir)
     signature = ModelSignature(inputs=INPUT_SCHEMA, outputs=infer_signature(EXAMPLE, model.predict(None, EXAMPLE)).outputs)
@@ -120,8 +117,6 @@ def log_pyfunc(student_dir: str | Path, name: str = "model"):
 def model_requirements() -> list[str]:
     """The served model's requirements, torch pinned to the version it was saved with: an unpinned
     ``torch`` pulls a multi-GB CUDA build where a CPU student needs none of it."""
-    import torch
-
     return [f"torch=={torch.__version__.split('+')[0]}", "tokenizers", "safetensors", "pandas", "numpy", "mlflow"]
 
 

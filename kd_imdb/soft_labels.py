@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
 
+from kd_imdb import export, teacher, tracking
+from kd_imdb.data import load_data
+from kd_imdb.metrics import classification_metrics
 from kd_imdb.teacher import POOLINGS
 
 log = logging.getLogger(__name__)
@@ -101,8 +107,6 @@ def load_for_data(run_id: str, data) -> pd.DataFrame:
     Checks the fingerprint against the data actually loaded: soft labels made for other data (another
     sample, another version of the data set) are an error, not a silent partial join.
     """
-    from kd_imdb import tracking
-
     frame, fingerprint = read_logits(tracking.download_artifact(run_id, ARTIFACT))
     if fingerprint.get("data_hash") != data.content_hash:
         raise SoftLabelsError(
@@ -164,10 +168,6 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
     Work is done in chunks cached under ``cache_dir`` so a killed job resumes. Returns (logits frame,
     fingerprint, metrics).
     """
-    from mlflow.tracking import MlflowClient
-
-    from kd_imdb import teacher, tracking
-
     params = MlflowClient().get_run(teacher_run_id).data.params
     max_len, truncation = int(float(params.get("max_len", 128))), params.get("truncation", "head+tail")
     windowed = cfg.stride > 0
@@ -195,8 +195,6 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
     metrics: dict = {"reused_reviews": float(data.frame["id"].nunique() - len(todo))}  # unique reviews
 
     if cfg.onnx_int8:
-        from kd_imdb import export
-
         recipe = fingerprint["int8_recipe"] = "channel"
         onnx_path = Path(cfg.cache_dir) / f"soft_labels-{teacher_run_id}" / f"teacher-int8-{recipe}.onnx"
         predictor = export.OnnxTeacher(export.export_teacher_int8(model, onnx_path, recipe), tok.pad_token_id)
@@ -256,8 +254,6 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
 def _pool(views: pd.DataFrame, data, pooling: str, metrics: dict) -> tuple[pd.DataFrame, str]:
     """Review logits from window logits (rows of one review adjacent), by ``pooling`` or, for ``auto``, by
     the pooling with the best validation accuracy; every pooling's validation accuracy goes to ``metrics``."""
-    from kd_imdb import teacher
-
     codes, ids = pd.factorize(views["id"])  # review index per window, in order of first appearance
     window_logits = views[["logit_0", "logit_1"]].to_numpy(np.float32)
     metrics["windows_per_review"] = len(views) / len(ids)
@@ -276,9 +272,6 @@ def _pool(views: pd.DataFrame, data, pooling: str, metrics: dict) -> tuple[pd.Da
 
 def run(cfg: SoftLabelsConfig) -> str:
     """The ``soft_labels`` entry point: label (or register) and log the logits artifact and its metrics."""
-    from kd_imdb import tracking
-    from kd_imdb.data import load_data
-
     tracking.setup_tracking("kd_imdb")
     if not cfg.logits_file:
         tracking.require_run(cfg.teacher_run_id, "teacher")
@@ -308,12 +301,6 @@ def log_soft_labels(frame: pd.DataFrame, fingerprint: dict, data, metrics: dict 
     """Log ``frame`` (id, split, logit_0, logit_1) as the soft-labels artifact of the active run, with its
     fingerprint, and the teacher's scores on each labelled split (from the very logits students see).
     Every kind of teacher (transformer, linear, ensemble) ends here, so students read one schema."""
-    import tempfile
-
-    import mlflow
-
-    from kd_imdb.metrics import classification_metrics
-
     metrics = dict(metrics or {})
     joined = data.frame.join(frame.set_index("id")[["logit_0", "logit_1"]], on="id")
     for split, prefix in (("train", "train"), ("validation", "val"), ("test", "test")):
