@@ -10,13 +10,21 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
+
+from kd_imdb import tracking
+from kd_imdb.data import load_data
+from kd_imdb.metrics import classification_metrics, prefixed
+from kd_imdb.tokenizer import truncate
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +116,6 @@ def encode(tokenizer, texts: list[str], max_len: int, truncation: str = "head+ta
     quarters of the budget (Sun et al. 2019, "How to fine-tune BERT for text classification?",
     found head+tail best on IMDB: reviews often end with the verdict).
     """
-    from kd_imdb.tokenizer import truncate
-
     ids = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     return [[tokenizer.cls_token_id] + truncate(seq, max_len - 2, truncation) + [tokenizer.sep_token_id] for seq in ids]
 
@@ -195,8 +201,6 @@ def fine_tune(cfg: TeacherConfig, data, log_fn=None):
     from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from kd_imdb.metrics import classification_metrics
-
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, cfg.seed)
     train = data.split("train")
@@ -277,15 +281,6 @@ def run(cfg: TeacherConfig) -> str:
     log-loss, ECE, Brier), the model with its tokenizer under ``model/``, and the validation and test
     logits under ``predictions/`` so that ``soft_labels`` need not compute them again.
     """
-    import tempfile
-
-    import mlflow
-    import pandas as pd
-
-    from kd_imdb import tracking
-    from kd_imdb.data import load_data
-    from kd_imdb.metrics import classification_metrics, prefixed
-
     tracking.setup_tracking("kd_imdb")
     data = load_data(cfg.data, cfg.val_fraction, seed=0)
     if not is_main_process():  # torchrun workers train; rank 0 alone talks to MLflow
