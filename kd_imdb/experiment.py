@@ -272,13 +272,13 @@ def train_arm(cfg: StudentConfig, arm: str, tok: Tokenizer, splits: dict[str, Sp
                         first_selectable_epoch=inputs.first_selectable_epoch, desc=f"{cfg.arch}-{cfg.hidden} {arm}",
                         device=str(device))
     result = fit(model, inputs.train_seqs, va.seqs, va.labels, inputs.loss_fn, fit_cfg, log_fn or log_epoch)
-    train_seqs = inputs.train_seqs
+    n_train = len(inputs.train_seqs)
     model.load_state_dict(result.state_dict)
     val_logits, test_logits = predict(model, va.seqs), predict(model, te.seqs)
     metrics = {**prefixed(classification_metrics(val_logits, va.labels, va.teacher), "val"),
                **prefixed(classification_metrics(test_logits, te.labels, te.teacher), "test"),
-               "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "train_reviews": len(train_seqs),
-               "train_reviews_per_s": len(train_seqs) * len(result.history) / result.train_seconds}
+               "best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "train_reviews": n_train,
+               "train_reviews_per_s": n_train * len(result.history) / result.train_seconds}
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         save_student(tmp, model, cfg.spec, tok, cfg.max_len)

@@ -27,7 +27,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from kd_imdb import analysis, executor, experiment, ledger, tracking
-from kd_imdb.analysis import analyse_and_log
 from kd_imdb.experiment import ARMS, StudentConfig, is_arm
 from kd_imdb.students import StudentSpec
 
@@ -243,7 +242,7 @@ def report(study_id: str) -> str:
         raise ValueError(f"no run {study_id!r} on the tracking server; pass the id the study command printed") from exc
     if study.data.tags.get("kd_imdb.stage") != "study" or "kd_imdb.resumes" in study.data.tags:
         raise ValueError(f"run {study_id} is not a study's first run; pass the id the study command printed")
-    return analyse_and_log(ledger.collect(client, study.info.experiment_id, study_id), study_id, client)
+    return analysis.analyse_and_log(ledger.collect(client, study.info.experiment_id, study_id), study_id, client)
 
 
 def check_inputs(cfg: StudyConfig) -> None:
@@ -295,7 +294,7 @@ def run(cfg: StudyConfig) -> StudyResult:
         mlflow.log_metric("train_wall_seconds", time.time() - t0)
         ledger.finish_configurations(client, cells)
         frame = ledger.collect(client, experiment_id, study_id)
-        table = analyse_and_log(frame, study_id, client)
+        table = analysis.analyse_and_log(frame, study_id, client)
         if cfg.register and not frame.empty:
             # Imported here: importing serving defines its pyfunc class, which MLflow warns about.
             from kd_imdb.serving import register_best

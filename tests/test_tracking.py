@@ -18,9 +18,10 @@ from kd_imdb.soft_labels import write_logits
 def test_a_killed_run_is_closed_killed_by_the_next_command(local_store, tmp_path):
     client = MlflowClient(local_store)
     env = {**os.environ, "MLFLOW_TRACKING_URI": local_store, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    victim = subprocess.Popen([str(BIN / "kd-imdb"), "linear-teacher", "--kind", "nbsvm", "--max-ngram", "3",
-                               "--c-grid", "0.01,0.03,0.1,0.3,1,3,10,30"], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "victim.log", "w"))
+    with open(tmp_path / "victim.log", "w") as victim_log:  # the child keeps its own copy of the handle
+        victim = subprocess.Popen([str(BIN / "kd-imdb"), "linear-teacher", "--kind", "nbsvm", "--max-ngram", "3",
+                                   "--c-grid", "0.01,0.03,0.1,0.3,1,3,10,30"], cwd=tmp_path, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=victim_log)
     deadline, running = time.time() + 120, []
     while not running and time.time() < deadline:
         time.sleep(0.5)
