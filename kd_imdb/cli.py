@@ -49,6 +49,7 @@ def main(verbose: bool) -> None:
 
 LABEL_BUDGET_HELP = ("Train on this many labelled reviews, a stratified subset nested inside every larger "
                      "budget (validation, test and the unlabelled reviews unchanged); 0 = all.")
+BIDIRECTIONAL_HELP = "GRU only: a second GRU reads each review right to left (features of both directions)."
 DATA_HELP = ("'sample' (shipped), a folder with {train,test,unsupervised}.parquet, an aclImdb/ folder, "
              "a CSV/JSONL/parquet file with text,label[,split], or a hub id such as stanfordnlp/imdb.")
 
@@ -144,6 +145,7 @@ def student_options(fn):
         click.option("--hidden", default=64, show_default=True, type=int, help="GRU units or CNN filters per width."),
         click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int),
         click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int),
+        click.option("--bidirectional", default=False, show_default=True, type=bool, help=BIDIRECTIONAL_HELP),
         click.option("--max-len", "max_len", default=256, show_default=True, type=int, help="Words per review."),
         click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN."),
         click.option("--lr", default=2e-3, show_default=True, type=float),
@@ -194,6 +196,7 @@ def student(**kwargs) -> None:
 @click.option("--alpha", default=1.0, show_default=True, type=float)
 @click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)
 @click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int)
+@click.option("--bidirectional", default=False, show_default=True, type=bool, help=BIDIRECTIONAL_HELP)
 @click.option("--max-len", "max_len", default=256, show_default=True, type=int)
 @click.option("--lr", default=2e-3, show_default=True, type=float)
 @click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)

@@ -64,6 +64,7 @@ class StudentConfig:
     hidden: int = 64
     embedding_dim: int = 128
     vocab_size: int = 20000
+    bidirectional: bool = False  # GRU only
     max_len: int = 256
     epochs: int = 0  # 0 = the origin's: 4 for GRU, 3 for CNN
     lr: float = 2e-3
@@ -79,7 +80,7 @@ class StudentConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim, vocab_size=self.vocab_size)
+        _ = self.spec  # validates the architecture
         teachers = self.teacher_runs()  # validates the teachers string
         if self.mode != "pair" and not is_arm(self.mode, teachers):
             problems.append(f"mode must be one of {MODES} or kd@NAME with NAME in teachers, got {self.mode!r}")
@@ -113,7 +114,7 @@ class StudentConfig:
     @property
     def spec(self) -> StudentSpec:
         return StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim,
-                           vocab_size=self.vocab_size)
+                           vocab_size=self.vocab_size, bidirectional=self.bidirectional)
 
 
 def weights_sha256(model: torch.nn.Module) -> str:

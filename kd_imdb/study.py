@@ -51,6 +51,7 @@ class StudyConfig:
     alpha: float = 1.0
     embedding_dim: int = 128
     vocab_size: int = 20000
+    bidirectional: bool = False  # GRU students read each review both ways
     max_len: int = 256
     lr: float = 2e-3
     batch_size: int = 64
@@ -85,7 +86,7 @@ class StudyConfig:
             raise ValueError("grid is empty")
         for arch, hidden in out:  # every student of the grid, before any run opens
             try:
-                StudentSpec(arch=arch, hidden=hidden)
+                StudentSpec(arch=arch, hidden=hidden, bidirectional=self.bidirectional)
             except ValueError as exc:
                 raise ValueError(f"grid {self.grid!r}: {arch}:{hidden}: {exc}") from exc
         return out
@@ -93,7 +94,8 @@ class StudyConfig:
     def student(self, configuration: tuple[str, int], seed: int) -> StudentConfig:
         arch, hidden = configuration
         return StudentConfig(data=self.data, soft_labels_run_id=self.soft_labels_run_id, arch=arch, hidden=hidden,
-                             embedding_dim=self.embedding_dim, vocab_size=self.vocab_size, max_len=self.max_len,
+                             embedding_dim=self.embedding_dim, vocab_size=self.vocab_size,
+                             bidirectional=self.bidirectional, max_len=self.max_len,
                              epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed, mode="pair",
                              temperature=self.temperature, alpha=self.alpha,
                              hard_epochs=self.finetune_hard_epochs, teachers=self.teachers,
@@ -118,7 +120,7 @@ class StudyConfig:
 
     def _hash(self, exclude: tuple[str, ...]) -> str:
         fields = {k: v for k, v in asdict(self).items() if k not in exclude}
-        for newer in ("teachers", "label_budget"):  # studies from before these options keep their key
+        for newer in ("teachers", "label_budget", "bidirectional"):  # studies from before these options keep their key
             if not fields[newer]:
                 del fields[newer]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]

@@ -5,10 +5,17 @@ import torch
 from kd_imdb.experiment import weights_sha256
 from kd_imdb.students import StudentSpec, build_student
 
+# every kind of student: (arch, bidirectional)
+KINDS = [("gru", False), ("gru", True), ("cnn", False)]
 
-@pytest.mark.parametrize("arch", ["gru", "cnn"])
-def test_same_seed_same_initial_weights(arch):
-    spec = StudentSpec(arch=arch, hidden=8, embedding_dim=8, vocab_size=50)
+
+def tiny(arch: str, bidirectional: bool = False, **kwargs) -> StudentSpec:
+    return StudentSpec(arch=arch, bidirectional=bidirectional, **{"hidden": 8, "embedding_dim": 8, "vocab_size": 50, **kwargs})
+
+
+@pytest.mark.parametrize("arch,bidirectional", KINDS)
+def test_same_seed_same_initial_weights(arch, bidirectional):
+    spec = tiny(arch, bidirectional)
     a, b, c = build_student(spec, 7), build_student(spec, 7), build_student(spec, 8)
     assert weights_sha256(a) == weights_sha256(b)
     for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
@@ -16,15 +23,37 @@ def test_same_seed_same_initial_weights(arch):
     assert weights_sha256(a) != weights_sha256(c)
 
 
-@pytest.mark.parametrize("arch", ["gru", "cnn"])
-def test_padding_does_not_change_logits(arch):
-    """Length-bucketed batches pad at the end; a review's logits must not depend on its batch mates."""
-    model = build_student(StudentSpec(arch=arch, hidden=8, embedding_dim=8, vocab_size=50), 0).eval()
+@pytest.mark.parametrize("arch,bidirectional", KINDS)
+@pytest.mark.parametrize("training", [False, True])
+def test_padding_does_not_change_logits(arch, bidirectional, training):
+    """Length-bucketed batches pad at the end; a review's logits must not depend on its batch mates,
+    in training (padded forward pass) as in inference (packed)."""
+    model = build_student(tiny(arch, bidirectional, dropout=0.0), 0).train(training)
     short = torch.tensor([[5, 6, 7, 8, 9]])
     padded = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0]])
     with torch.no_grad():
         assert model(short).shape == (1, 2)
-        assert torch.allclose(model(short), model(padded), atol=1e-6)
+        torch.testing.assert_close(model(short), model(padded), atol=1e-6, rtol=1e-5)
+
+
+def test_bidirectional_gru_reads_the_review_backwards():
+    """The backward half of the features is the forward read of the reversed review; a unidirectional
+    student has no backward GRU, so its weights (and every earlier run's) are unchanged by the option."""
+    model = build_student(tiny("gru", True, dropout=0.0), 0).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 0, 0], [3, 4, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        features = []
+        model.drop.register_forward_hook(lambda module, args, out: features.append(args[0]))
+        model(ids)
+        for row, n in enumerate((5, 2)):
+            review = ids[row : row + 1, :n]
+            backward = model.read(model.gru_back, model.embed(review.flip(1)), review != 0)
+            forward = model.read(model.gru, model.embed(review), review != 0)
+            torch.testing.assert_close(features[0][row], torch.cat([forward, backward], dim=-1)[0])
+    assert model.out.in_features == 4 * 8
+    assert "gru_back.weight_ih_l0" not in build_student(tiny("gru"), 0).state_dict()
+    with pytest.raises(ValueError, match="bidirectional"):
+        tiny("cnn", True)
 
 
 def test_cnn_accepts_reviews_shorter_than_its_widest_kernel():
@@ -40,14 +69,14 @@ def test_bad_spec_raises(kwargs):
         StudentSpec(**kwargs)
 
 
-@pytest.mark.parametrize("arch", ["gru", "cnn"])
-def test_onnx_export_matches_pytorch(arch, tmp_path):
+@pytest.mark.parametrize("arch,bidirectional", KINDS)
+def test_onnx_export_matches_pytorch(arch, bidirectional, tmp_path):
     import numpy as np
 
     from kd_imdb.export import OnnxStudent, export_student_onnx
     from kd_imdb.train import pad
 
-    model = build_student(StudentSpec(arch=arch, hidden=8, embedding_dim=8, vocab_size=50), 0).eval()
+    model = build_student(tiny(arch, bidirectional), 0).eval()
     onnx = OnnxStudent(export_student_onnx(model, tmp_path / "s.onnx"))
     rng = np.random.default_rng(0)
     for batch, length in ((1, 3), (5, 40), (64, 7)):
@@ -57,12 +86,13 @@ def test_onnx_export_matches_pytorch(arch, tmp_path):
         np.testing.assert_allclose(onnx(ids.numpy()), expected, atol=1e-5)
 
 
-def test_gru_inference_skips_padding_with_the_same_logits_as_training_mode():
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_gru_inference_skips_padding_with_the_same_logits_as_training_mode(bidirectional):
     """Eval mode packs the batch (each review's padding skipped); its logits are those of the padded
     forward pass that training uses (dropout off in both)."""
     from kd_imdb.train import pad
 
-    model = build_student(StudentSpec(arch="gru", hidden=16, embedding_dim=8, vocab_size=50, dropout=0.0), 0)
+    model = build_student(tiny("gru", bidirectional, hidden=16, dropout=0.0), 0)
     gen = torch.Generator().manual_seed(0)
     ids = pad([torch.randint(1, 50, (int(n),), generator=gen).numpy() for n in (1, 7, 40, 3, 40, 12)])
     with torch.no_grad():
