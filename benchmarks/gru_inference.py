@@ -14,8 +14,9 @@ import click
 import numpy as np
 import torch
 
+from kd_imdb.config import StudentSpec
 from kd_imdb.data import load_data
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, train_tokenizer
 from kd_imdb.train import pad
 
@@ -33,7 +34,8 @@ def reviews_per_s(fn, batches: list) -> float:
 @click.option("--reviews", default=512, show_default=True, type=int, help="Test reviews timed.")
 @click.option("--max-len", "max_len", default=512, show_default=True, type=int)
 @click.option("--hidden", "hiddens", default=[64, 128], multiple=True, show_default=True, type=int)
-def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...]) -> None:
+@click.option("--bidirectional-hidden", "bi_hiddens", multiple=True, type=int, help="Bidirectional GRUs to time too.")
+def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hiddens: tuple[int, ...]) -> None:
     torch.set_num_threads(1)
     imdb = load_data(data)
     tok = train_tokenizer(imdb.split("train")["text"].tolist(), vocab_size=20000)
@@ -47,8 +49,8 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...]) -> Non
     print("| student | padded, model only | packed, model only | speed-up | padded + tokenisation | "
           "packed + tokenisation | max logit gap |")
     print("|---|---|---|---|---|---|---|")
-    for hidden in hiddens:
-        model = build_student(StudentSpec(arch="gru", hidden=hidden, dropout=0.0), 0)
+    for hidden, bidirectional in [(h, False) for h in hiddens] + [(h, True) for h in bi_hiddens]:
+        model = build_student(StudentSpec(arch="gru", hidden=hidden, dropout=0.0, bidirectional=bidirectional), 0)
         with torch.no_grad():
             gap = max(float((model.train()(pad(b)) - model.eval()(pad(b))).abs().max()) for b in seq_batches)
         rates, total = {}, {}
@@ -57,7 +59,8 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...]) -> Non
             with torch.no_grad():
                 rates[name] = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
                 total[name] = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
-        print(f"| GRU-{hidden} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
+        name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}"
+        print(f"| {name} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
               f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} |")
 
 

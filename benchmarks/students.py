@@ -13,9 +13,10 @@ import click
 import numpy as np
 import torch
 
+from kd_imdb.config import StudentSpec
 from kd_imdb.data import load_data
 from kd_imdb.losses import kd_loss
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, train_tokenizer
 from kd_imdb.train import length_bucketed_batches, pad, predict
 

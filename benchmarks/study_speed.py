@@ -27,6 +27,7 @@ import torch
 @click.option("--epochs", default=1, show_default=True, type=int, help="Per arm (1 keeps the benchmark short).")
 def main(soft_labels_run_id: str, data: str, grid: str, seeds: int, workers: int, epochs: int) -> None:
     from kd_imdb import experiment, soft_labels, study
+    from kd_imdb.config import StudyConfig
 
     logits = mlflow.artifacts.download_artifacts(run_id=soft_labels_run_id, artifact_path=soft_labels.ARTIFACT)
     tmp = tempfile.mkdtemp()
@@ -34,9 +35,9 @@ def main(soft_labels_run_id: str, data: str, grid: str, seeds: int, workers: int
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/bench.db"
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     labels = soft_labels.run(soft_labels.SoftLabelsConfig(data=data, logits_file=logits))
-    cfg = study.StudyConfig(soft_labels_run_id=labels, data=data, grid=grid, seeds=seeds, workers=workers,
-                            epochs=epochs, register=False)
-    pairs = [(c, s) for c in cfg.configurations() for s in range(seeds)]
+    cfg = StudyConfig.from_flat(soft_labels_run_id=labels, data=data, grid=grid, seeds=seeds, workers=workers,
+                                epochs=epochs, register=False)
+    pairs = [(c, s) for c in cfg.grid for s in range(seeds)]
     print(f"{len(pairs)} seed pairs ({grid}, {seeds} seeds, {epochs} epoch(s) per arm), data {data}, "
           f"{os.cpu_count()} cores")
 

@@ -33,9 +33,9 @@ def seconds_per_review(cfg, splits, threads: int, reviews: int) -> tuple[float, 
     tr = splits["train"]
     idx = np.random.default_rng(0).choice(len(tr.seqs), size=reviews, replace=False)
     seqs = [tr.seqs[i] for i in idx]
-    loss = distilled(tr.labels[idx], tr.teacher[idx], torch.device("cpu"), cfg.temperature, cfg.alpha)
-    one_epoch = FitConfig(seed=0, epochs=1, lr=cfg.lr, batch_size=cfg.batch_size, device="cpu")
-    model = build_student(cfg.spec, 0)
+    loss = distilled(tr.labels[idx], tr.teacher[idx], torch.device("cpu"), cfg.distillation.temperature, cfg.distillation.alpha)
+    one_epoch = FitConfig(seed=0, epochs=1, lr=cfg.training.lr, batch_size=cfg.training.batch_size, device="cpu")
+    model = build_student(cfg.student, 0)
     # one batch first: allocator and kernel warm-up are not part of the steady state
     fit(model, seqs[:64], seqs[:8], tr.labels[idx[:8]], loss, one_epoch)
     t0 = time.perf_counter()
@@ -67,17 +67,18 @@ def wall(costs: list[float], workers: int) -> float:
 @click.option("--workers", default=2, show_default=True)
 @click.option("--check", is_flag=True, help="Also estimate RESULTS.md section 6's measured study.")
 def main(soft_labels_run_id: str, data: str, grid: str, reviews: int, workers: int, check: bool) -> None:
-    from kd_imdb import experiment, ledger, study
+    from kd_imdb import experiment, ledger
+    from kd_imdb.config import StudyConfig
 
-    cfg = study.StudyConfig(soft_labels_run_id=soft_labels_run_id, data=data, grid=grid, register=False)
-    _, _, splits = experiment.prepare(cfg.student(cfg.configurations()[0], 0))
+    cfg = StudyConfig.from_flat(soft_labels_run_id=soft_labels_run_id, data=data, grid=grid, register=False)
+    _, _, splits = experiment.prepare(cfg.student(cfg.grid[0], 0))
     n = {s: len(splits[s].seqs) for s in ("train", "validation", "test")}
     print(f"torch {torch.__version__}, {n['train']} train / {n['validation']} validation / {n['test']} test reviews, "
           f"{reviews} timed per student")
     print("| student | epochs | train ms/review, 1 thread | 2 threads | eval ms/review | one run, 1 thread (s) | 2 threads (s) |")
     print("|---|---|---|---|---|---|---|")
     run_1, run_2 = {}, {}
-    for configuration in cfg.configurations():
+    for configuration in cfg.grid:
         s = cfg.student(configuration, 0)
         train1, eval1 = seconds_per_review(s, splits, 1, reviews)
         train2, eval2 = seconds_per_review(s, splits, 2, reviews)
@@ -94,10 +95,10 @@ def main(soft_labels_run_id: str, data: str, grid: str, reviews: int, workers: i
               f"study with {workers} single-thread workers {parallel / 3600:.2f} h; speed-up {plain / parallel:.2f}x")
 
     for seeds in (3, 5):
-        report("full default grid", cfg.configurations(), seeds)
+        report("full default grid", cfg.grid, seeds)
     if check:
         report("RESULTS.md section 6 (measured: 1,599 s = 0.44 h)",
-               [c for c in cfg.configurations() if c in {("gru", 16), ("gru", 32), ("gru", 64), ("cnn", 64)}], 3)
+               [c for c in cfg.grid if c in {("gru", 16), ("gru", 32), ("gru", 64), ("cnn", 64)}], 3)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 import click
 
 from kd_imdb import teacher as teacher_mod
+from kd_imdb.config import ARCHS, ArmConfig, StudyConfig, SweepConfig
 
 
 def friendly_errors(fn):
@@ -49,7 +50,6 @@ def main(verbose: bool) -> None:
 
 LABEL_BUDGET_HELP = ("Train on this many labelled reviews, a stratified subset nested inside every larger "
                      "budget (validation, test and the unlabelled reviews unchanged); 0 = all.")
-BIDIRECTIONAL_HELP = "GRU only: a second GRU reads each review right to left (features of both directions)."
 DATA_HELP = ("'sample' (shipped), a folder with {train,test,unsupervised}.parquet, an aclImdb/ folder, "
              "a CSV/JSONL/parquet file with text,label[,split], or a hub id such as stanfordnlp/imdb.")
 
@@ -135,119 +135,89 @@ def ensemble_labels(runs: str, data: str, unsupervised: bool, method: str) -> No
     click.echo(f"soft labels run: {ensemble.ensemble(runs, data, unsupervised, method)}")
 
 
-def student_options(fn):
-    """The options every student-training command shares."""
-    options = [
-        click.option("--data", default="sample", show_default=True, help=DATA_HELP),
-        click.option("--soft-labels-run-id", "soft_labels_run_id", default="",
-                     help="Run id of a soft_labels run (needed for KD)."),
-        click.option("--arch", default="gru", show_default=True, type=click.Choice(["gru", "cnn"])),
-        click.option("--hidden", default=64, show_default=True, type=int, help="GRU units or CNN filters per width."),
-        click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int),
-        click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int),
-        click.option("--bidirectional", default=False, show_default=True, type=bool, help=BIDIRECTIONAL_HELP),
-        click.option("--max-len", "max_len", default=256, show_default=True, type=int, help="Words per review."),
-        click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN."),
-        click.option("--lr", default=2e-3, show_default=True, type=float),
-        click.option("--batch-size", "batch_size", default=64, show_default=True, type=int),
-        click.option("--temperature", default=2.0, show_default=True, type=float),
-        click.option("--alpha", default=1.0, show_default=True, type=float, help="Weight of the soft term; 1 = soft only."),
-        click.option("--hard-epochs", "hard_epochs", default=0, show_default=True, type=int,
-                     help="Epochs on hard labels after KD (the origin's other arm)."),
-        click.option("--label-budget", "label_budget", default=0, show_default=True, type=int, help=LABEL_BUDGET_HELP),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+# Help for the generated options; their names, types and defaults come from kd_imdb.config.
+HELP = {
+    "data": DATA_HELP,
+    "soft_labels_run_id": "Run id of a soft_labels run (needed for KD).",
+    "hidden": "GRU units or CNN filters per width.",
+    "bidirectional": "GRU only: a second GRU reads each review right to left (features of both directions).",
+    "max_len": "Words per review.",
+    "epochs": "0 = origin's: 4 GRU, 3 CNN.",
+    "alpha": "Weight of the soft term; 1 = soft only.",
+    "hard_epochs": "Epochs on hard labels after KD (the origin's other arm).",
+    "label_budget": LABEL_BUDGET_HELP,
+    "mode": "pair: nested scratch and KD runs from identical initial weights; otherwise one arm: scratch, kd, "
+            "kd_hard, kd_mse, kd_transfer, shuffled, label_smoothing, or kd@NAME (see --teachers).",
+    "teachers": "More soft_labels runs as NAME=RUN_ID,...; the arm kd@NAME distils from teacher NAME "
+                "(e.g. --teachers linear=RUN_ID --mode kd@linear).",
+    # study
+    "grid": "Students as arch:hidden,...;arch:hidden,...",
+    "seeds": "Seed pairs per student.",
+    "finetune_hard_epochs": "Adds a third arm: KD, then this many epochs on hard labels.",
+    "arms": "Arms of every seed pair: scratch,kd,kd_mse,kd_transfer,shuffled,label_smoothing,kd@NAME (see "
+            "--teachers; kd_hard via --finetune-hard-epochs).",
+    "register": "Register the best student (by validation accuracy) as kd-imdb-student@champion.",
+    # sweep
+    "n_trials": "Finished (complete or pruned) trials to reach, over all workers.",
+    "timeout": "Seconds per worker; 0 = none.",
+    "sweep_alpha": "Also search alpha in [0, 1].",
+    "study_name": "Default: derived from the student and soft labels.",
+}
+STUDY_HELP = {"soft_labels_run_id": "Run id of a soft_labels run.", "workers": "Single-thread worker processes.",
+              "storage": "Optuna RDB URL (e.g. postgresql://user@host/db): workers on other machines join with "
+                         "kd-imdb study-worker. Empty: local workers only."}
+SWEEP_HELP = {"soft_labels_run_id": "Run id of a soft_labels run.", "seed": "Students' seed (same in every trial).",
+              "storage": "Optuna storage; an RDB URL shared by workers on several machines.",
+              "workers": "Local worker processes; 0: queue the trials and wait for kd-imdb sweep-worker on other "
+                         "machines."}
+
+
+def config_options(defaults: dict, help: dict[str, str] | None = None, required: tuple[str, ...] = ()):
+    """One click option per name of a config's flat form, typed and defaulted by it (kd_imdb.config)."""
+    help = {**HELP, **(help or {})}
+
+    def decorate(fn):
+        for name, default in reversed(defaults.items()):
+            kind = click.Choice(ARCHS) if name == "arch" else type(default)
+            extra = {"required": True} if name in required else {"default": default, "show_default": True}
+            fn = click.option("--" + name.replace("_", "-"), name, type=kind, help=help.get(name), **extra)(fn)
+        return fn
+
+    return decorate
 
 
 @main.command()
-@student_options
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--mode", default="pair", show_default=True,
-              help="pair: nested scratch and KD runs from identical initial weights; otherwise one arm: scratch, kd, "
-                   "kd_hard, kd_mse, kd_transfer, shuffled, label_smoothing, or kd@NAME (see --teachers).")
-@click.option("--teachers", default="", help="More soft_labels runs as NAME=RUN_ID,...; --mode kd@NAME distils from "
-              "teacher NAME (e.g. --teachers linear=RUN_ID --mode kd@linear).")
+@config_options(ArmConfig.defaults())
 @friendly_errors
 def student(**kwargs) -> None:
     """Train a student seed pair (scratch and KD) or one arm, and log it."""
     from kd_imdb import analysis, experiment
 
-    results = experiment.run(experiment.StudentConfig(**kwargs))
+    results = experiment.run(ArmConfig.from_flat(**kwargs))
     click.echo("\nTest metrics (model chosen on validation):\n"
                + analysis.pair_table({f"{kwargs['arch']}-{kwargs['hidden']}": results}))
 
 
 @main.command()
-@click.option("--soft-labels-run-id", "soft_labels_run_id", required=True, help="Run id of a soft_labels run.")
-@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
-@click.option("--grid", default="gru:16,32,64,128,256;cnn:64,128,256", show_default=True,
-              help="Students as arch:hidden,...;arch:hidden,...")
-@click.option("--seeds", default=5, show_default=True, type=int, help="Seed pairs per student.")
-@click.option("--first-seed", "first_seed", default=0, show_default=True, type=int)
-@click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN.")
-@click.option("--finetune-hard-epochs", "finetune_hard_epochs", default=0, show_default=True, type=int,
-              help="Adds a third arm: KD, then this many epochs on hard labels.")
-@click.option("--arms", default="scratch,kd", show_default=True,
-              help="Arms of every seed pair: scratch,kd,kd_mse,kd_transfer,shuffled,label_smoothing,kd@NAME (see "
-                   "--teachers; kd_hard via --finetune-hard-epochs).")
-@click.option("--temperature", default=2.0, show_default=True, type=float)
-@click.option("--alpha", default=1.0, show_default=True, type=float)
-@click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)
-@click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int)
-@click.option("--bidirectional", default=False, show_default=True, type=bool, help=BIDIRECTIONAL_HELP)
-@click.option("--max-len", "max_len", default=256, show_default=True, type=int)
-@click.option("--lr", default=2e-3, show_default=True, type=float)
-@click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="Single-thread worker processes.")
-@click.option("--register", default=True, show_default=True, type=bool,
-              help="Register the best student (by validation accuracy) as kd-imdb-student@champion.")
-@click.option("--storage", default="", help="Optuna RDB URL (e.g. postgresql://user@host/db): workers on other "
-              "machines join with kd-imdb study-worker. Empty: local workers only.")
-@click.option("--teachers", default="", help="More soft_labels runs as NAME=RUN_ID,...; the arm kd@NAME distils "
-              "from teacher NAME (e.g. --teachers linear=RUN_ID --arms scratch,kd,kd@linear).")
-@click.option("--label-budget", "label_budget", default=0, show_default=True, type=int, help=LABEL_BUDGET_HELP)
+@config_options(StudyConfig.defaults(), STUDY_HELP, required=("soft_labels_run_id",))
 @friendly_errors
 def study(**kwargs) -> None:
     """Train the grid of seed pairs (resumable) and log statistics, tables and plots."""
     from kd_imdb import study as study_mod
 
-    result = study_mod.run(study_mod.StudyConfig(**kwargs))
+    result = study_mod.run(StudyConfig.from_flat(**kwargs))
     click.echo(result.table)
     click.echo(f"study run: {result.study_id}")
 
 
 @main.command()
-@click.option("--soft-labels-run-id", "soft_labels_run_id", required=True, help="Run id of a soft_labels run.")
-@click.option("--data", default="sample", show_default=True, help=DATA_HELP)
-@click.option("--arch", default="gru", show_default=True, type=click.Choice(["gru", "cnn"]))
-@click.option("--hidden", default=32, show_default=True, type=int)
-@click.option("--n-trials", "n_trials", default=20, show_default=True, type=int,
-              help="Finished (complete or pruned) trials to reach, over all workers.")
-@click.option("--timeout", default=0.0, show_default=True, type=float, help="Seconds per worker; 0 = none.")
-@click.option("--sampler-seed", "sampler_seed", default=0, show_default=True, type=int)
-@click.option("--t-min", "t_min", default=1.0, show_default=True, type=float)
-@click.option("--t-max", "t_max", default=20.0, show_default=True, type=float)
-@click.option("--sweep-alpha", "sweep_alpha", default=False, show_default=True, type=bool, help="Also search alpha in [0, 1].")
-@click.option("--seed", default=0, show_default=True, type=int, help="Students' seed (same in every trial).")
-@click.option("--epochs", default=0, show_default=True, type=int, help="0 = origin's: 4 GRU, 3 CNN.")
-@click.option("--embedding-dim", "embedding_dim", default=128, show_default=True, type=int)
-@click.option("--vocab-size", "vocab_size", default=20000, show_default=True, type=int)
-@click.option("--max-len", "max_len", default=256, show_default=True, type=int)
-@click.option("--lr", default=2e-3, show_default=True, type=float)
-@click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
-@click.option("--storage", default="sqlite:///optuna-sweep.db", show_default=True,
-              help="Optuna storage; an RDB URL shared by workers on several machines.")
-@click.option("--study-name", "study_name", default="", help="Default: derived from the student and soft labels.")
-@click.option("--workers", default=1, show_default=True, type=int,
-              help="Local worker processes; 0: queue the trials and wait for kd-imdb sweep-worker on other machines.")
+@config_options(SweepConfig.defaults(), SWEEP_HELP, required=("soft_labels_run_id",))
 @friendly_errors
 def sweep(**kwargs) -> None:
     """Search the KD temperature (and alpha) with Optuna, maximising validation accuracy."""
     from kd_imdb import sweep as sweep_mod
 
-    result = sweep_mod.run(sweep_mod.SweepConfig(**kwargs))
+    result = sweep_mod.run(SweepConfig.from_flat(**kwargs))
     click.echo(f"best {result['best_params']} (validation accuracy {result['best_val_accuracy']:.4f}); "
                f"trials {result['states']}; sweep run: {result['run_id']}")
 

@@ -43,6 +43,11 @@ def review_id(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def ids_hash(ids) -> str:
+    """SHA-256 over the sorted review ids (first 16 hex digits): names a split whatever its row order."""
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
 @dataclass
 class ImdbData:
     """All splits of one data source in one frame (columns id, text, label, split)."""
@@ -52,6 +57,11 @@ class ImdbData:
 
     def split(self, name: str) -> pd.DataFrame:
         return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+    @property
+    def validation_hash(self) -> str:
+        """The validation split's ``ids_hash``: equal on every stage that carved the same split."""
+        return ids_hash(self.split("validation")["id"])
 
     @property
     def content_hash(self) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import mlflow
 
 from kd_imdb import analysis, experiment, soft_labels, teacher, tracking
+from kd_imdb.config import ArmConfig, StudentSpec, Training
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,9 @@ def run(teacher_model: str = "packaged", teacher_epochs: float = 3.0, max_len: i
         teacher_id = teacher.run(teacher.TeacherConfig(data=data, model=teacher_model, max_len=max_len,
                                                        epochs=teacher_epochs, seed=seed))
         labels_id = soft_labels.run(soft_labels.SoftLabelsConfig(teacher_run_id=teacher_id, data=data))
-        results = experiment.run(experiment.StudentConfig(data=data, soft_labels_run_id=labels_id, arch="gru",
-                                                          hidden=hidden, seed=seed, epochs=student_epochs, mode="pair"))
+        student = ArmConfig(data=data, soft_labels_run_id=labels_id, seed=seed, student=StudentSpec(hidden=hidden),
+                            training=Training(epochs=student_epochs))
+        results = experiment.run(student)
         table = analysis.pair_table({f"gru-{hidden}": results})
         mlflow.log_text(table, "results.md")
     accuracy = mlflow.get_run(teacher_id).data.metrics.get("test_accuracy", float("nan"))

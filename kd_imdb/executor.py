@@ -29,6 +29,7 @@ from typing import Any
 import mlflow
 import optuna
 import torch
+from sqlalchemy.pool import NullPool
 
 
 class WorkerLost(RuntimeError):
@@ -105,9 +106,12 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats: a killed worker's trial goes FAILED after 4 missed beats and is
     queued again (``KD_IMDB_HEARTBEAT_S``, default 10 s)."""
     heartbeat = int(os.environ.get("KD_IMDB_HEARTBEAT_S", "10"))
+    # No connection pool: a worker touches the queue once per seed pair or trial, and pooled idle
+    # connections of many workers (each with a heartbeat thread) exhaust a PostgreSQL's max_connections.
+    engine = {"poolclass": NullPool} if not url.startswith("sqlite") else {}
     try:
         return optuna.storages.RDBStorage(
-            url, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
+            url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
             failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
         )
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError, a missing driver module...

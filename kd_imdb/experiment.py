@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -21,101 +21,16 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from kd_imdb import analysis, tracking
+from kd_imdb.config import ArmConfig, StudentSpec
 from kd_imdb.data import ImdbData, label_budget, load_data
 from kd_imdb.losses import hard_loss, kd_loss, margin_mse_loss
 from kd_imdb.metrics import classification_metrics, prefixed, softmax
 from kd_imdb.soft_labels import SoftLabelsError, load_for_data
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, train_tokenizer
 from kd_imdb.train import FitConfig, LossFn, fit, predict, resolve_device
 
 log = logging.getLogger(__name__)
-
-# Arms: how a student of a seed pair is trained. All start from the seed's initial weights and batches.
-ARMS = {
-    "scratch": "cross-entropy on the labels",
-    "kd": "KD loss (KL at temperature T, alpha)",
-    "kd_hard": "KD loss, then hard_epochs of cross-entropy (the origin's other arm)",
-    "kd_mse": "MSE on the teacher's logit margin (the T -> infinity limit; Tang et al. 2019)",
-    "kd_transfer": "KD on train plus the teacher-labelled unlabelled reviews (Hinton et al.'s transfer set)",
-    "shuffled": "KD from the teacher's logits permuted across reviews (a control: right marginals, no knowledge)",
-    "label_smoothing": "cross-entropy with label smoothing matched to the teacher's mean confidence (teacher-free)",
-}
-# Plus "kd@NAME": the KD loss with another teacher's soft labels (``teachers`` = "NAME=RUN_ID,..."), so
-# that one study compares teachers against one shared scratch arm.
-MODES = ("pair", *ARMS)
-
-
-def is_arm(arm: str, teachers: dict[str, str]) -> bool:
-    """An arm of ``ARMS``, or ``kd@NAME`` with NAME among ``teachers``."""
-    return arm in ARMS or (arm.startswith("kd@") and arm[3:] in teachers)
-
-
-ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule
-
-
-@dataclass
-class StudentConfig:
-    """Parameters of the ``student`` entry point (validated on construction)."""
-
-    data: str = "sample"
-    soft_labels_run_id: str = ""
-    arch: str = "gru"
-    hidden: int = 64
-    embedding_dim: int = 128
-    vocab_size: int = 20000
-    bidirectional: bool = False  # GRU only
-    max_len: int = 256
-    epochs: int = 0  # 0 = the origin's: 4 for GRU, 3 for CNN
-    lr: float = 2e-3
-    batch_size: int = 64
-    seed: int = 0
-    mode: str = "pair"
-    temperature: float = 2.0
-    alpha: float = 1.0
-    hard_epochs: int = 0
-    val_fraction: float = 0.1
-    teachers: str = ""  # more soft_labels runs for the kd@NAME arms: "NAME=RUN_ID,NAME=RUN_ID"
-    label_budget: int = 0  # > 0: train on this many labelled reviews (a nested, stratified subset); 0 = all
-
-    def __post_init__(self) -> None:
-        problems = []
-        _ = self.spec  # validates the architecture
-        teachers = self.teacher_runs()  # validates the teachers string
-        if self.mode != "pair" and not is_arm(self.mode, teachers):
-            problems.append(f"mode must be one of {MODES} or kd@NAME with NAME in teachers, got {self.mode!r}")
-        if self.mode != "scratch" and not self.soft_labels_run_id:
-            problems.append(f"mode {self.mode!r} needs soft_labels_run_id (run the soft_labels entry point first)")
-        if self.temperature <= 0:
-            problems.append(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.alpha <= 1.0:
-            problems.append(f"alpha must lie in [0, 1], got {self.alpha}")
-        if self.epochs < 0 or self.hard_epochs < 0:
-            problems.append("epochs and hard_epochs must be >= 0")
-        if self.label_budget == 1 or self.label_budget < 0:
-            problems.append(f"label_budget must be 0 (all) or >= 2, got {self.label_budget}")
-        if not 0 < self.lr < 1 or self.batch_size < 1 or self.max_len < 1:
-            problems.append("lr must lie in (0, 1), batch_size and max_len must be >= 1")
-        if problems:
-            raise ValueError("; ".join(problems))
-        if self.epochs == 0:
-            self.epochs = ORIGIN_EPOCHS[self.arch]
-
-    def teacher_runs(self) -> dict[str, str]:
-        """``"linear=abc,ensemble=def"`` -> {"linear": "abc", "ensemble": "def"}."""
-        out = {}
-        for part in filter(None, (p.strip() for p in self.teachers.split(","))):
-            name, _, run_id = part.partition("=")
-            if not name.strip() or not run_id.strip() or name.strip() in out:
-                raise ValueError(f"teachers {self.teachers!r} is malformed; write it like 'linear=RUN_ID,ensemble=RUN_ID'")
-            out[name.strip()] = run_id.strip()
-        return out
-
-    @property
-    def spec(self) -> StudentSpec:
-        return StudentSpec(arch=self.arch, hidden=self.hidden, embedding_dim=self.embedding_dim,
-                           vocab_size=self.vocab_size, bidirectional=self.bidirectional)
-
 
 def weights_sha256(model: torch.nn.Module) -> str:
     """A digest of a model's weights: equal digests mean identical weights."""
@@ -147,27 +62,29 @@ class Split:
     teachers: dict[str, np.ndarray]  # [n, 2] per teacher NAME of the kd@NAME arms
 
 
-def prepare(cfg: StudentConfig, transfer: bool = False) -> tuple[ImdbData, Tokenizer, dict[str, Split]]:
+def prepare(cfg: ArmConfig, transfer: bool = False) -> tuple[ImdbData, Tokenizer, dict[str, Split]]:
     """Load data and soft labels, train the word tokenizer on train, encode every split (shared by all
     arms). With ``transfer`` the unlabelled reviews and their teacher logits come too (the transfer set)."""
-    data = load_data(cfg.data, cfg.val_fraction, seed=0, unsupervised=transfer)
+    data = load_data(cfg.data, cfg.training.val_fraction, seed=0, unsupervised=transfer)
     teacher = load_for_data(cfg.soft_labels_run_id, data).to_numpy(np.float32) if cfg.soft_labels_run_id else None
-    others = {name: load_for_data(run_id, data).to_numpy(np.float32) for name, run_id in cfg.teacher_runs().items()}
+    others = {name: load_for_data(run_id, data).to_numpy(np.float32)
+              for name, run_id in cfg.distillation.teachers.items()}
     if transfer and np.isnan(teacher[(data.frame["split"] == "unsupervised").to_numpy()]).any():
         raise SoftLabelsError(f"soft labels of run {cfg.soft_labels_run_id} lack the unlabelled reviews the "
                               "transfer set needs; run soft_labels with unsupervised=true")
     used = np.ones(len(data.frame), dtype=bool)
-    if cfg.label_budget:  # fewer labels: train shrinks to a nested subset; validation and test stay fixed
-        kept = label_budget(data.frame[data.frame["split"] == "train"], cfg.label_budget)
+    if cfg.training.label_budget:  # fewer labels: train shrinks to a nested subset; validation and test stay fixed
+        kept = label_budget(data.frame[data.frame["split"] == "train"], cfg.training.label_budget)
         used = (data.frame["split"] != "train").to_numpy() | data.frame.index.isin(kept.index)
         log.info("label budget: %d of the %d labelled train reviews", len(kept), (data.frame["split"] == "train").sum())
     train_texts = data.frame.loc[used & (data.frame["split"] == "train").to_numpy(), "text"].tolist()
-    tok = train_tokenizer(train_texts, vocab_size=cfg.vocab_size)
+    tok = train_tokenizer(train_texts, vocab_size=cfg.student.vocab_size)
     splits = {}
     for split in ("train", "validation", "test") + (("unsupervised",) if transfer else ()):
         mask = (data.frame["split"] == split).to_numpy() & used
         part = data.frame[mask]
-        splits[split] = Split(seqs=encode_texts(tok, part["text"].tolist(), cfg.max_len), labels=part["label"].to_numpy(),
+        splits[split] = Split(seqs=encode_texts(tok, part["text"].tolist(), cfg.training.max_len),
+                              labels=part["label"].to_numpy(),
                               ids=part["id"].to_numpy(), teacher=None if teacher is None else teacher[mask],
                               teachers={name: logits[mask] for name, logits in others.items()})
     return data, tok, splits
@@ -213,11 +130,11 @@ def distilled(labels: np.ndarray, teacher: np.ndarray, device: torch.device, tem
     return loss
 
 
-def arm_inputs(cfg: StudentConfig, arm: str, splits: dict[str, Split], device: torch.device) -> ArmInputs:
+def arm_inputs(cfg: ArmConfig, arm: str, splits: dict[str, Split], device: torch.device) -> ArmInputs:
     """The training reviews, loss and schedule of ``arm`` (see ``ARMS``); every arm trains from the same
     initial weights on the same batch order."""
     tr = splits["train"]
-    t_alpha = (cfg.temperature, cfg.alpha)
+    t_alpha = (cfg.distillation.temperature, cfg.distillation.alpha)
     if arm == "scratch":
         return ArmInputs(tr.seqs, supervised(tr.labels, device), cfg.epochs)
     if arm == "label_smoothing":
@@ -229,7 +146,7 @@ def arm_inputs(cfg: StudentConfig, arm: str, splits: dict[str, Split], device: t
         return ArmInputs(tr.seqs, distilled(tr.labels, tr.teacher, device, *t_alpha), cfg.epochs)
     if arm == "kd_hard":  # the selected model must come from the hard phase, not fall back to KD's
         return ArmInputs(tr.seqs, distilled(tr.labels, tr.teacher, device, *t_alpha, kd_epochs=cfg.epochs),
-                         cfg.epochs + cfg.hard_epochs, first_selectable_epoch=cfg.epochs + 1)
+                         cfg.epochs + cfg.training.hard_epochs, first_selectable_epoch=cfg.epochs + 1)
     if arm == "kd_mse":
         return ArmInputs(tr.seqs, distilled(tr.labels, tr.teacher, device, *t_alpha, soft="mse"), cfg.epochs)
     if arm == "shuffled":
@@ -245,7 +162,7 @@ def arm_inputs(cfg: StudentConfig, arm: str, splits: dict[str, Split], device: t
     raise ValueError(f"unknown arm {arm!r}")
 
 
-def train_arm(cfg: StudentConfig, arm: str, tok: Tokenizer, splits: dict[str, Split], log_fn=None) -> dict:
+def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split], log_fn=None) -> dict:
     """Train one arm, logging into the active MLflow run; return its metrics.
 
     ``arm`` is one of ``ARMS`` or ``kd@NAME`` (KD from the teacher ``NAME`` of ``cfg.teachers``; teacher
@@ -255,22 +172,24 @@ def train_arm(cfg: StudentConfig, arm: str, tok: Tokenizer, splits: dict[str, Sp
     va, te = splits["validation"], splits["test"]
     mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm})
     if arm.startswith("kd@"):
-        mlflow.set_tag("kd_imdb.teacher_run_id", cfg.teacher_runs()[arm[3:]])
+        mlflow.set_tag("kd_imdb.teacher_run_id", cfg.distillation.teachers[arm[3:]])
     device = resolve_device()
     inputs = arm_inputs(cfg, arm, splits, device)
-    params = {**asdict(cfg), "mode": arm, **inputs.params}
+    params = {**cfg.flat(), "mode": arm, **inputs.params}
     if arm != "kd_hard":
         params.pop("hard_epochs")
     if arm in ("scratch", "label_smoothing"):
         for key in ("temperature", "alpha"):  # meaningless without a teacher
             params.pop(key)
     tracking.log_params_once(params)
-    tracking.log_config({**asdict(cfg), "mode": arm})
-    model = build_student(cfg.spec, cfg.seed)  # identical initial weights in every arm
+    tracking.log_validation_split(va.ids, with_ids=False)  # the ids are on the pair (or the study's first arm)
+    tracking.log_config({**cfg.flat(), "mode": arm})
+    model = build_student(cfg.student, cfg.seed)  # identical initial weights in every arm
     mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(device)})
     mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
-    fit_cfg = FitConfig(seed=cfg.seed, epochs=inputs.epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                        first_selectable_epoch=inputs.first_selectable_epoch, desc=f"{cfg.arch}-{cfg.hidden} {arm}",
+    fit_cfg = FitConfig(seed=cfg.seed, epochs=inputs.epochs, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
+                        first_selectable_epoch=inputs.first_selectable_epoch,
+                        desc=f"{cfg.student.arch}-{cfg.student.hidden} {arm}",
                         device=str(device))
     result = fit(model, inputs.train_seqs, va.seqs, va.labels, inputs.loss_fn, fit_cfg, log_fn or log_epoch)
     n_train = len(inputs.train_seqs)
@@ -282,7 +201,7 @@ def train_arm(cfg: StudentConfig, arm: str, tok: Tokenizer, splits: dict[str, Sp
                "train_reviews_per_s": n_train * len(result.history) / result.train_seconds}
     mlflow.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
-        save_student(tmp, model, cfg.spec, tok, cfg.max_len)
+        save_student(tmp, model, cfg.student, tok, cfg.training.max_len)
         # Test predictions with ids and labels: paired tests (McNemar) and reliability diagrams read them.
         pd.DataFrame({"id": te.ids, "label": te.labels, "logit_0": test_logits[:, 0],
                       "logit_1": test_logits[:, 1]}).to_parquet(f"{tmp}/test_predictions.parquet", index=False)
@@ -290,18 +209,21 @@ def train_arm(cfg: StudentConfig, arm: str, tok: Tokenizer, splits: dict[str, Sp
     return metrics
 
 
-def run(cfg: StudentConfig) -> dict[str, dict]:
+def run(cfg: ArmConfig) -> dict[str, dict]:
     """The ``student`` entry point. Returns ``{arm: metrics}``."""
     tracking.setup_tracking("kd_imdb")
-    data, tok, splits = prepare(cfg, transfer=cfg.mode == "kd_transfer")
-    if cfg.mode != "pair":
-        with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} {cfg.mode} seed {cfg.seed}"):
-            return {cfg.mode: train_arm(cfg, cfg.mode, tok, splits)}
+    mode, name = cfg.distillation.mode, f"{cfg.student.arch}-{cfg.student.hidden}"
+    data, tok, splits = prepare(cfg, transfer=mode == "kd_transfer")
+    if mode != "pair":
+        with tracking.start_run(run_name=f"{name} {mode} seed {cfg.seed}"):
+            tracking.log_validation_split(splits["validation"].ids)
+            return {mode: train_arm(cfg, mode, tok, splits)}
     results = {}
-    with tracking.start_run(run_name=f"{cfg.arch}-{cfg.hidden} seed {cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
-        tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
-        tracking.log_config(asdict(cfg))
-        for arm in ("scratch", "kd", "kd_hard") if cfg.hard_epochs else ("scratch", "kd"):
+    with tracking.start_run(run_name=f"{name} seed {cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
+        tracking.log_params_once({**cfg.flat(), "data_hash": data.content_hash})
+        tracking.log_config(cfg.flat())
+        tracking.log_validation_split(splits["validation"].ids)
+        for arm in ("scratch", "kd", "kd_hard") if cfg.training.hard_epochs else ("scratch", "kd"):
             with tracking.start_run(run_name=arm, nested=True):
                 results[arm] = train_arm(cfg, arm, tok, splits)
         mlflow.log_metrics({f"{arm}_{k}": v for arm, m in results.items() for k, v in m.items() if k.startswith("test_")})

@@ -22,8 +22,9 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from safetensors.torch import load_file
 
 import kd_imdb
+from kd_imdb.config import StudentSpec
 from kd_imdb.metrics import softmax
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, load_tokenizer
 from kd_imdb.train import predict
 
@@ -37,10 +38,9 @@ def load_student(directory: str | Path):
     """(model, tokenizer, max_len) from a ``student/`` folder (model.safetensors, config.json, tokenizer.json)."""
     directory = Path(directory)
     config = json.loads((directory / "config.json").read_text())
-    max_len = config.pop("max_len")
-    model = build_student(StudentSpec(**config), seed=0)
+    model = build_student(StudentSpec.from_dict(config), seed=0)
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
-    return model.eval(), load_tokenizer(directory / "tokenizer.json"), max_len
+    return model.eval(), load_tokenizer(directory / "tokenizer.json"), config["max_len"]
 
 
 # The input column is typed Any, not string: with a string column MLflow's scoring server casts JSON

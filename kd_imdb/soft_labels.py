@@ -113,6 +113,7 @@ def load_for_data(run_id: str, data) -> pd.DataFrame:
             f"soft labels of run {run_id} were made for data {fingerprint.get('data_hash')} but the loaded data "
             f"is {data.content_hash}; pass the same --data as the soft_labels run or relabel this data"
         )
+    tracking.check_validation_split(run_id, data.split("validation")["id"], "soft-labels")
     logits = frame.drop_duplicates("id").set_index("id")[["logit_0", "logit_1"]]
     aligned = logits.reindex(data.frame["id"])
     labelled = (data.frame["split"] != "unsupervised").to_numpy()
@@ -168,6 +169,8 @@ def label(cfg: SoftLabelsConfig, data, teacher_run_id: str) -> tuple[pd.DataFram
     Work is done in chunks cached under ``cache_dir`` so a killed job resumes. Returns (logits frame,
     fingerprint, metrics).
     """
+    # Its logits on validation reviews must not be of reviews it trained on.
+    tracking.check_validation_split(teacher_run_id, data.split("validation")["id"], "teacher")
     params = MlflowClient().get_run(teacher_run_id).data.params
     max_len, truncation = int(float(params.get("max_len", 128))), params.get("truncation", "head+tail")
     windowed = cfg.stride > 0
@@ -310,6 +313,7 @@ def log_soft_labels(frame: pd.DataFrame, fingerprint: dict, data, metrics: dict 
     metrics["reviews"] = float(len(frame))
     mlflow.log_metrics(metrics)
     mlflow.set_tags({f"fingerprint.{k}": str(v) for k, v in fingerprint.items()})
+    tracking.log_validation_split(data.split("validation")["id"])
     with tempfile.TemporaryDirectory() as tmp:
         write_logits(frame, fingerprint, f"{tmp}/logits.parquet")
         Path(f"{tmp}/fingerprint.json").write_text(json.dumps(fingerprint, indent=2, sort_keys=True))

@@ -6,40 +6,11 @@ of a seed pair start from identical weights.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-ARCHS = ("gru", "cnn")
-
-
-@dataclass
-class StudentSpec:
-    """The architecture of a student (what is needed to rebuild it from its weights)."""
-
-    arch: str = "gru"
-    hidden: int = 64
-    embedding_dim: int = 128
-    vocab_size: int = 20000
-    dropout: float = 0.3
-    kernel_sizes: tuple[int, ...] = (3, 4, 5)  # CNN only
-    bidirectional: bool = False  # GRU only: a second GRU reads each review right to left
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if not 1 <= self.hidden <= 4096:
-            raise ValueError(f"hidden must lie in [1, 4096], got {self.hidden}")
-        if self.embedding_dim < 1 or self.vocab_size < 3:
-            raise ValueError("embedding_dim must be >= 1 and vocab_size >= 3")
-        if self.bidirectional and self.arch != "gru":
-            raise ValueError(f"bidirectional is a GRU option; arch is {self.arch!r}")
-        self.kernel_sizes = tuple(self.kernel_sizes)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
+from kd_imdb.config import StudentSpec
 
 
 def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

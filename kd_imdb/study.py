@@ -15,11 +15,10 @@ URL) workers on other machines join with ``kd-imdb study-worker``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import mlflow
 import optuna
@@ -27,104 +26,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from kd_imdb import analysis, executor, experiment, ledger, tracking
-from kd_imdb.experiment import ARMS, StudentConfig, is_arm
-from kd_imdb.students import StudentSpec
+from kd_imdb.config import ArmConfig, StudyConfig
 
 log = logging.getLogger(__name__)
-
-DEFAULT_GRID = "gru:16,32,64,128,256;cnn:64,128,256"
-
-
-@dataclass
-class StudyConfig:
-    """Parameters of the ``study`` entry point."""
-
-    soft_labels_run_id: str = ""
-    data: str = "sample"
-    grid: str = DEFAULT_GRID
-    seeds: int = 5
-    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1
-    epochs: int = 0  # 0 = origin's: 4 GRU, 3 CNN
-    finetune_hard_epochs: int = 0  # hard-label epochs after KD: adds the arm kd_hard (the origin's other arm)
-    arms: str = "scratch,kd"  # any of experiment.ARMS; scratch is every comparison's baseline
-    temperature: float = 2.0
-    alpha: float = 1.0
-    embedding_dim: int = 128
-    vocab_size: int = 20000
-    bidirectional: bool = False  # GRU students read each review both ways
-    max_len: int = 256
-    lr: float = 2e-3
-    batch_size: int = 64
-    workers: int = 2
-    register: bool = True  # register the best student (by validation accuracy) in the model registry
-    storage: str = ""  # an Optuna RDB URL: workers on several machines share the grid through it
-    teachers: str = ""  # more soft_labels runs, "NAME=RUN_ID,...", distilled by the arms kd@NAME
-    label_budget: int = 0  # > 0: every student trains on this many labelled reviews (nested, stratified)
-
-    def __post_init__(self) -> None:
-        if not self.soft_labels_run_id:
-            raise ValueError("the study needs soft_labels_run_id (run the soft_labels entry point first)")
-        if self.seeds < 1 or self.workers < 0 or (self.workers == 0 and not self.storage):
-            raise ValueError("seeds must be >= 1 and workers >= 1 (0 only with a storage that other workers join)")
-        self.configurations()  # validates the grid
-        teachers = self.student(("gru", 16), 0).teacher_runs()  # also validates the student parameters
-        unknown = [a for a in self.arm_list() if not is_arm(a, teachers)]
-        if unknown or "scratch" not in self.arm_list():
-            raise ValueError(f"arms must include scratch and come from {list(ARMS)} or kd@NAME with NAME in "
-                             f"--teachers; got {self.arms!r} (teachers {self.teachers!r})")
-
-    def configurations(self) -> list[tuple[str, int]]:
-        """``"gru:16,32;cnn:64"`` -> [("gru", 16), ("gru", 32), ("cnn", 64)]."""
-        out = []
-        try:
-            for part in filter(None, (p.strip() for p in self.grid.split(";"))):
-                arch, sizes = part.split(":")
-                out += [(arch.strip(), int(h)) for h in sizes.split(",")]
-        except ValueError as exc:
-            raise ValueError(f"grid {self.grid!r} is malformed; write it like {DEFAULT_GRID!r}") from exc
-        if not out:
-            raise ValueError("grid is empty")
-        for arch, hidden in out:  # every student of the grid, before any run opens
-            try:
-                StudentSpec(arch=arch, hidden=hidden, bidirectional=self.bidirectional)
-            except ValueError as exc:
-                raise ValueError(f"grid {self.grid!r}: {arch}:{hidden}: {exc}") from exc
-        return out
-
-    def student(self, configuration: tuple[str, int], seed: int) -> StudentConfig:
-        arch, hidden = configuration
-        return StudentConfig(data=self.data, soft_labels_run_id=self.soft_labels_run_id, arch=arch, hidden=hidden,
-                             embedding_dim=self.embedding_dim, vocab_size=self.vocab_size,
-                             bidirectional=self.bidirectional, max_len=self.max_len,
-                             epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed, mode="pair",
-                             temperature=self.temperature, alpha=self.alpha,
-                             hard_epochs=self.finetune_hard_epochs, teachers=self.teachers,
-                             label_budget=self.label_budget)
-
-    def arm_list(self) -> tuple[str, ...]:
-        """The arms of every seed pair; ``kd_hard`` joins when ``finetune_hard_epochs`` is set."""
-        arms = [a.strip() for a in self.arms.split(",") if a.strip()]
-        if self.finetune_hard_epochs and "kd_hard" not in arms:
-            arms.append("kd_hard")
-        return tuple(arms)
-
-    def key(self) -> str:
-        """What makes two studies the same study: neither the number of workers nor the arms do, so a
-        study run again with more arms trains only those. The teachers do: kd@linear of another linear
-        teacher is another arm."""
-        return self._hash(exclude=("workers", "register", "storage", "arms"))
-
-    def legacy_key(self) -> str:
-        """The key of studies started before arms could be added (it hashed the arms too)."""
-        return self._hash(exclude=("workers", "register", "storage"))
-
-    def _hash(self, exclude: tuple[str, ...]) -> str:
-        fields = {k: v for k, v in asdict(self).items() if k not in exclude}
-        for newer in ("teachers", "label_budget", "bidirectional"):  # studies from before these options keep their key
-            if not fields[newer]:
-                del fields[newer]
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
 
 class PairTrainer:
     """The study's cell handler: train the arms a seed pair still misses. Pickled once per worker, it
@@ -154,7 +58,7 @@ class PairTrainer:
         return len(missing)
 
 
-def train_missing_arms(student: StudentConfig, pair_id: str, missing: list[str], tok, splits: dict) -> None:
+def train_missing_arms(student: ArmConfig, pair_id: str, missing: list[str], tok, splits: dict) -> None:
     """Reopen the pair run, train each missing arm as a nested run, then summarise the pair."""
     with mlflow.start_run(run_id=pair_id, tags=tracking.owner_tags()):  # this worker owns the pair now
         for arm in missing:
@@ -186,7 +90,7 @@ def enqueue(cfg: StudyConfig, cells: list[ledger.Cell], study_id: str) -> optuna
     missing arm."""
     study = optuna.create_study(study_name=queue_name(cfg), storage=executor.make_storage(cfg.storage),
                                 direction="maximize", load_if_exists=True)
-    study.set_user_attr("config", {k: v for k, v in asdict(cfg).items() if k not in ("workers", "storage")})
+    study.set_user_attr("config", {k: v for k, v in cfg.flat().items() if k not in ("workers", "storage")})
     study.set_user_attr("study_run_id", study_id)
     cells = sorted(cells, key=lambda c: (c.configuration, c.seed))
     executor.enqueue_cells(study, [c.to_json() for c in cells], [bool(c.missing) for c in cells])
@@ -200,7 +104,7 @@ def join(storage: str, study_name: str, index: int = 0) -> int:
     # The storage names the study run; its experiment is where every run of this worker belongs (on
     # another machine MLflow would otherwise pick "Default", and the leader would not find the arms).
     mlflow.set_experiment(experiment_id=MlflowClient().get_run(study.user_attrs["study_run_id"]).info.experiment_id)
-    trainer = PairTrainer(StudyConfig(**study.user_attrs["config"], storage=storage, workers=0))
+    trainer = PairTrainer(StudyConfig.from_flat(**study.user_attrs["config"], storage=storage, workers=0))
     trained = 0
 
     def handle(cell: dict) -> int:
@@ -250,8 +154,8 @@ def report(study_id: str) -> str:
 def check_inputs(cfg: StudyConfig) -> None:
     """What can only be checked against the tracking server and the storage, checked before the first run
     opens: the soft-labels runs exist, and the Optuna storage answers."""
-    tracking.require_run(cfg.soft_labels_run_id, "soft-labels")
-    for name, run_id in cfg.student(cfg.configurations()[0], 0).teacher_runs().items():
+    tracking.require_run(cfg.base.soft_labels_run_id, "soft-labels")
+    for name, run_id in cfg.base.distillation.teachers.items():
         tracking.require_run(run_id, f"teacher {name!r} soft-labels")
     if cfg.storage:
         executor.make_storage(cfg.storage)
@@ -277,11 +181,11 @@ def run(cfg: StudyConfig) -> StudyResult:
             # Its params say what this invocation asked for (more arms, say); the study keeps its own.
             mlflow.set_tags({"kd_imdb.resumes": study_id})
         client.set_tag(study_id, "kd_imdb.study_key", key)  # on a resumed study, a legacy key gives way
-        tracking.log_params_once(asdict(cfg))
-        tracking.log_config(asdict(cfg))
+        tracking.log_params_once(cfg.flat())
+        tracking.log_config(cfg.flat())
         seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
         # Shared grids: a live remote worker may hold a pair; its taker closes what a dead one left.
-        cells = ledger.plan(client, experiment_id, study_id, cfg.configurations(), seeds, cfg.arm_list(),
+        cells = ledger.plan(client, experiment_id, study_id, cfg.grid, seeds, cfg.arm_list(),
                             close_stale=not cfg.storage)
         todo = [c for c in cells if c.missing]
         log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(cells) - len(todo))

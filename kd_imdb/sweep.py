@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -31,54 +31,10 @@ from mlflow.tracking import MlflowClient
 from optuna.visualization import matplotlib as ovm
 
 from kd_imdb import analysis, executor, experiment, ledger, stats, tracking
-from kd_imdb.experiment import StudentConfig
-from kd_imdb.study import StudyConfig
+from kd_imdb.config import StudyConfig, SweepConfig
 from kd_imdb.study import run as run_study
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SweepConfig:
-    """Parameters of the ``sweep`` entry point."""
-
-    soft_labels_run_id: str = ""
-    data: str = "sample"
-    arch: str = "gru"
-    hidden: int = 32
-    n_trials: int = 20
-    timeout: float = 0.0  # seconds; 0 = none
-    sampler_seed: int = 0
-    t_min: float = 1.0
-    t_max: float = 20.0
-    sweep_alpha: bool = False  # also search alpha in [0, 1]; otherwise alpha = 1 (soft targets only)
-    seed: int = 0  # the students' seed: identical initial weights and batches in every trial
-    epochs: int = 0
-    embedding_dim: int = 128
-    vocab_size: int = 20000
-    max_len: int = 256
-    lr: float = 2e-3
-    batch_size: int = 64
-    storage: str = "sqlite:///optuna-sweep.db"
-    study_name: str = ""  # default: derived from the student and soft labels
-    workers: int = 1  # local worker processes; 0: queue the trials and wait for sweep-workers
-
-    def __post_init__(self) -> None:
-        if not self.soft_labels_run_id:
-            raise ValueError("the sweep needs soft_labels_run_id (run the soft_labels entry point first)")
-        if not 0 < self.t_min < self.t_max:
-            raise ValueError(f"need 0 < t_min < t_max, got {self.t_min}, {self.t_max}")
-        if self.n_trials < 1 or self.timeout < 0 or self.workers < 0:
-            raise ValueError("n_trials must be >= 1, timeout >= 0 and workers >= 0")
-        self.student(2.0, 1.0)  # validates the student parameters
-        if not self.study_name:
-            self.study_name = f"kd_imdb-sweep-{self.arch}-{self.hidden}-{self.soft_labels_run_id[:8]}"
-
-    def student(self, temperature: float, alpha: float) -> StudentConfig:
-        return StudentConfig(data=self.data, soft_labels_run_id=self.soft_labels_run_id, arch=self.arch,
-                             hidden=self.hidden, embedding_dim=self.embedding_dim, vocab_size=self.vocab_size,
-                             max_len=self.max_len, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-                             seed=self.seed, mode="kd", temperature=temperature, alpha=alpha)
 
 
 def load_study(cfg: SweepConfig, worker: int | None = 0) -> optuna.Study:
@@ -91,7 +47,7 @@ def load_study(cfg: SweepConfig, worker: int | None = 0) -> optuna.Study:
     """
     seed = None if worker is None else int(np.random.SeedSequence([cfg.sampler_seed, worker]).generate_state(1)[0])
     return optuna.create_study(
-        study_name=cfg.study_name, storage=executor.make_storage(cfg.storage), direction="maximize", load_if_exists=True,
+        study_name=cfg.name, storage=executor.make_storage(cfg.storage), direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
@@ -108,7 +64,7 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         student = cfg.student(temperature, alpha)
 
-        last_epoch = student.epochs + student.hard_epochs
+        last_epoch = student.epochs + student.training.hard_epochs
 
         def report(metrics: dict, epoch: int) -> None:
             experiment.log_epoch(metrics, epoch)
@@ -119,7 +75,7 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
 
         pruned = False
         with mlflow.start_run(run_name=f"trial {trial.number}", parent_run_id=parent_run_id, nested=True,
-                              tags={"optuna.trial": str(trial.number), "optuna.study": cfg.study_name,
+                              tags={"optuna.trial": str(trial.number), "optuna.study": cfg.name,
                                     **tracking.owner_tags()}):
             try:
                 metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report)
@@ -190,18 +146,19 @@ def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
 def run(cfg: SweepConfig) -> dict:
     """The ``sweep`` entry point: the parent run, ``workers`` local worker processes, then the plots."""
     uri = tracking.setup_tracking("kd_imdb")
-    tracking.require_run(cfg.soft_labels_run_id, "soft-labels")
+    tracking.require_run(cfg.base.soft_labels_run_id, "soft-labels")
     executor.make_storage(cfg.storage)  # an unusable storage is an error before the parent run opens
-    with tracking.start_run(run_name=f"sweep {cfg.arch}-{cfg.hidden}", tags={"kd_imdb.stage": "sweep"}) as parent:
-        tracking.log_params_once(asdict(cfg))
-        tracking.log_config(asdict(cfg))
+    student = cfg.base.student
+    with tracking.start_run(run_name=f"sweep {student.arch}-{student.hidden}", tags={"kd_imdb.stage": "sweep"}) as parent:
+        tracking.log_params_once(cfg.flat())
+        tracking.log_config(cfg.flat())
         study = load_study(cfg)  # creates the study before the workers race for it
-        study.set_user_attr("config", asdict(cfg))  # what kd-imdb sweep-worker on another machine needs
+        study.set_user_attr("config", cfg.flat())  # what kd-imdb sweep-worker on another machine needs
         study.set_user_attr("parent_run_id", parent.info.run_id)
         mlflow.log_metric("trials_queued_now", executor.queue_empty_trials(study, cfg.n_trials))
         if cfg.workers == 0:
             log.info("%d trials queued; run them with: kd-imdb sweep-worker --storage %s --study-name %s",
-                     cfg.n_trials, cfg.storage, cfg.study_name)
+                     cfg.n_trials, cfg.storage, cfg.name)
             executor.wait_for_workers(study)
         elif cfg.workers == 1:
             work(cfg, parent.info.run_id)
@@ -226,7 +183,7 @@ def run(cfg: SweepConfig) -> dict:
 def join(storage: str, study_name: str) -> None:
     """``kd-imdb sweep-worker``: run a sweep's queued trials from another machine."""
     study = executor.load_shared_study(study_name, storage)
-    work(SweepConfig(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"], None)
+    work(SweepConfig.from_flat(**{**study.user_attrs["config"], "storage": storage}), study.user_attrs["parent_run_id"], None)
 
 
 def sweep_config(sweep_run) -> SweepConfig:
@@ -234,10 +191,10 @@ def sweep_config(sweep_run) -> SweepConfig:
     existed, its params, each read back as its field's type."""
     config = tracking.load_config(sweep_run.info.run_id)
     if config is None:
-        types = {f.name: f.type for f in fields(SweepConfig)}
-        parse = {"int": int, "float": float, "bool": lambda v: v == "True", "str": str}
+        types = {k: type(v) for k, v in SweepConfig.defaults().items()}
+        parse = {int: int, float: float, bool: lambda v: v == "True", str: str}
         config = {k: parse[types[k]](v) for k, v in sweep_run.data.params.items() if k in types}
-    return SweepConfig(**config)
+    return SweepConfig.from_flat(**config)
 
 
 def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
@@ -255,15 +212,17 @@ def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
                          "that kd-imdb sweep printed")
     best_t, best_alpha = m["best_temperature"], m.get("best_alpha", 1.0)
     swept = sweep_config(sweep)
-    common = dict(soft_labels_run_id=swept.soft_labels_run_id, data=swept.data, grid=f"{swept.arch}:{swept.hidden}",
-                  seeds=seeds, first_seed=100, epochs=swept.epochs, embedding_dim=swept.embedding_dim,
-                  vocab_size=swept.vocab_size, max_len=swept.max_len, lr=swept.lr, batch_size=swept.batch_size,
-                  workers=workers, register=False)
+    student = swept.base.student
+    # The sweep's student, its seeds fresh; only its temperature and alpha change between the two studies.
+    base = replace(swept.base, distillation=replace(swept.base.distillation, mode="pair"))
+    grid = ((student.arch, student.hidden),)
     frames = {}
-    with tracking.start_run(run_name=f"confirm {swept.arch}-{swept.hidden}", tags={"kd_imdb.stage": "confirm",
+    with tracking.start_run(run_name=f"confirm {student.arch}-{student.hidden}", tags={"kd_imdb.stage": "confirm",
                                                                                  "kd_imdb.sweep": sweep_run_id}):
         for label, (t, a) in {"best": (best_t, best_alpha), "t2": (2.0, 1.0)}.items():
-            study_id = run_study(StudyConfig(temperature=t, alpha=a, **common)).study_id
+            at_t = replace(base, distillation=replace(base.distillation, temperature=t, alpha=a))
+            study_id = run_study(StudyConfig(base=at_t, grid=grid, seeds=seeds, first_seed=100, workers=workers,
+                                             register=False)).study_id
             client = MlflowClient()
             frames[label] = ledger.collect(client, client.get_run(study_id).info.experiment_id, study_id)
         # One table of both studies' arms; each comparison pairs the arms seed by seed.

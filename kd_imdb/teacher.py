@@ -288,6 +288,7 @@ def run(cfg: TeacherConfig) -> str:
         return ""
     with tracking.start_run(run_name="teacher", tags={"kd_imdb.stage": "teacher"}) as run:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
+        tracking.log_validation_split(data.split("validation")["id"])
         model, tokenizer, history = fine_tune(cfg, data, log_fn=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({"train_seconds": history["train_seconds"], "train_reviews": history["train_reviews"]})
         mlflow.set_tag("kd_imdb.resumed_from", history["resumed_from"] or "none")

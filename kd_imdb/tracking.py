@@ -17,6 +17,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from kd_imdb.data import ids_hash
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -38,6 +40,10 @@ def setup_tracking(experiment: str | None = None) -> str:
     off gives a one-line error instead.
     """
     uri = tracking_uri()
+    if uri.startswith(("postgresql", "mysql", "mssql")):
+        # A store shared by many worker processes: pooled idle connections (up to 15 a process) would
+        # exhaust the database's max_connections, so each connection closes after use.
+        os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     mlflow.set_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
         import requests
@@ -122,6 +128,26 @@ def log_config(config: dict) -> None:
     """The run's resolved configuration as ``config.json`` (typed JSON, defaults filled in), logged
     beside its params: later stages read this file, never the param strings."""
     mlflow.log_dict(config, "config.json")
+
+
+VALIDATION_TAG = "kd_imdb.validation_hash"
+
+
+def log_validation_split(ids, with_ids: bool = True) -> None:
+    """Tag the active run with its validation split's hash (and log the ids as data/validation_ids.txt):
+    every stage carves the split the same way, and each run shows which one it selected on."""
+    mlflow.set_tag(VALIDATION_TAG, ids_hash(ids))
+    if with_ids:
+        mlflow.log_text("\n".join(sorted(ids)), "data/validation_ids.txt")
+
+
+def check_validation_split(run_id: str, ids, what: str) -> None:
+    """Refuse to build on run ``run_id`` if it selected on another validation split than ``ids``: its logits on
+    this stage's validation reviews could come from reviews it trained on. Runs from before the tag pass."""
+    theirs = MlflowClient().get_run(run_id).data.tags.get(VALIDATION_TAG)
+    if theirs and theirs != ids_hash(ids):
+        raise TrackingError(f"{what} run {run_id} selected on another validation split ({theirs}, here {ids_hash(ids)}); "
+                            "train it with the default --val-fraction 0.1 on the same data")
 
 
 def load_config(run_id: str) -> dict | None:

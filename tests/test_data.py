@@ -377,13 +377,14 @@ def test_label_budgets_are_stratified_nested_and_independent_of_row_order(sample
 
 
 def test_a_label_budget_shrinks_train_only():
-    from kd_imdb.experiment import StudentConfig, prepare
+    from kd_imdb.config import ArmConfig
+    from kd_imdb.experiment import prepare
 
-    _, _, full = prepare(StudentConfig(mode="scratch", vocab_size=500))
-    _, _, small = prepare(StudentConfig(mode="scratch", vocab_size=500, label_budget=100))
+    _, _, full = prepare(ArmConfig.from_flat(mode="scratch", vocab_size=500))
+    _, _, small = prepare(ArmConfig.from_flat(mode="scratch", vocab_size=500, label_budget=100))
     assert len(small["train"].labels) == 100 and len(full["train"].labels) == 900
     assert set(small["train"].ids) < set(full["train"].ids)
     for split in ("validation", "test"):
         assert list(small[split].ids) == list(full[split].ids)
     with pytest.raises(ValueError, match="label_budget"):
-        StudentConfig(mode="scratch", label_budget=1)
+        ArmConfig.from_flat(mode="scratch", label_budget=1)

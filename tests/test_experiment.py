@@ -117,13 +117,14 @@ def test_student_entry_point_trains_a_kd_at_name_arm(arms_study):
 
 
 def test_unknown_teacher_arm_is_refused():
-    from kd_imdb.study import StudyConfig
+    from kd_imdb.config import StudyConfig
 
     with pytest.raises(ValueError, match="kd@NAME"):
-        StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="ensemble=y")
+        StudyConfig.from_flat(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="ensemble=y")
     with pytest.raises(ValueError, match="malformed"):
-        StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear")
-    assert StudyConfig(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear=y").arm_list()[-1] == "kd@linear"
+        StudyConfig.from_flat(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear")
+    study = StudyConfig.from_flat(soft_labels_run_id="x", arms="scratch,kd@linear", teachers="linear=y")
+    assert study.arm_list()[-1] == "kd@linear"
 
 
 def test_each_arm_gets_its_reviews_loss_and_schedule():
@@ -132,7 +133,8 @@ def test_each_arm_gets_its_reviews_loss_and_schedule():
     the KD loss is kd_loss on the rows' teacher logits."""
     import torch
 
-    from kd_imdb.experiment import Split, StudentConfig, arm_inputs
+    from kd_imdb.config import ArmConfig
+    from kd_imdb.experiment import Split, arm_inputs
     from kd_imdb.losses import hard_loss, kd_loss
 
     def split(n, labels, conf):
@@ -140,7 +142,7 @@ def test_each_arm_gets_its_reviews_loss_and_schedule():
         return Split([np.array([2, 3])] * n, np.asarray(labels), np.arange(n).astype(str), teacher, {"lin": -teacher})
 
     splits = {"train": split(4, [1, 0, 1, 1], 0.9), "unsupervised": split(3, [-1, -1, -1], 0.8)}
-    cfg = StudentConfig(soft_labels_run_id="x", epochs=2, hard_epochs=3, temperature=4.0, alpha=0.5, teachers="lin=y")
+    cfg = ArmConfig.from_flat(soft_labels_run_id="x", epochs=2, hard_epochs=3, temperature=4.0, alpha=0.5, teachers="lin=y")
     cpu = torch.device("cpu")
     logits, rows = torch.tensor([[0.3, -0.2], [1.0, 0.5]]), torch.tensor([2, 1])
     train = splits["train"]

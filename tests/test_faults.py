@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from test_study import finished_cells, register_synthetic_soft_labels
 from test_sweep import TINY as SWEEP_TINY
 
+from kd_imdb.executor import make_storage  # one NullPool engine per call: no idle connections left open
+
 pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 GRID = ["--grid", "gru:8,12", "--seeds", "1", "--register", "false", "--epochs", "2", "--max-len", "48",
@@ -124,7 +126,7 @@ def test_sigkill_of_a_study_worker_on_postgres(env, labels, tmp_path):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     storage = fresh_postgres_database("kd_imdb_test_faults")
     leader = popen(["study", "--soft-labels-run-id", labels, "--workers", "0", "--storage", storage, *GRID], env, tmp_path)
-    name = wait_for("a queued study", lambda: [s.study_name for s in optuna.get_all_study_summaries(storage)
+    name = wait_for("a queued study", lambda: [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))
                                                if s.n_trials >= 2], leader)[0]
     worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
     a = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
@@ -138,7 +140,7 @@ def test_sigkill_of_a_study_worker_on_postgres(env, labels, tmp_path):
     out, _ = leader.communicate(timeout=300)
     assert leader.returncode == 0, out[-2000:]
     assert_each_cell_once(client, "fault-remote", out.strip().split()[-1], cells=4, killed=1)
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = optuna.load_study(study_name=name, storage=make_storage(storage))
     states = Counter(t.state.name for t in study.trials)
     assert states["FAIL"] == 1 and states["RUNNING"] == 0 and states["WAITING"] == 0  # A's pair, failed then retried
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value > 0]
@@ -198,7 +200,7 @@ def test_sigkill_of_a_sweep_mid_trial(env, labels, tmp_path):
     # heartbeat stops) and is queued again, so 3 trials still finish.
     rerun = run_cli(*args, env=env, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    study = optuna.load_study(study_name="killed", storage=storage)
+    study = optuna.load_study(study_name="killed", storage=make_storage(storage))
     states = Counter(t.state.name for t in study.trials)
     assert states["COMPLETE"] + states["PRUNED"] == 3 and states["FAIL"] == 1 and states["RUNNING"] == 0
     killed = trial_runs("KILLED")

@@ -12,6 +12,8 @@ from conftest import BIN, fresh_postgres_database, start_mlflow_server
 from mlflow.tracking import MlflowClient
 from test_study import SMALL, finished_cells, register_synthetic_soft_labels
 
+from kd_imdb.executor import make_storage  # one NullPool engine per call: no idle connections left open
+
 pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 GRID = ["--grid", "gru:8,12;cnn:8", "--seeds", "2", "--register", "false", *SMALL]
@@ -46,7 +48,7 @@ def test_two_workers_share_the_grid_on_postgres(postgres_server, pg_soft_labels,
     while time.time() < deadline and not names:
         assert planner.poll() is None, planner.stderr.read()[-2000:]
         try:
-            names = [s.study_name for s in optuna.get_all_study_summaries(storage) if s.n_trials >= 6]
+            names = [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage)) if s.n_trials >= 6]
         except Exception:
             pass
         time.sleep(1)
@@ -67,7 +69,7 @@ def test_two_workers_share_the_grid_on_postgres(postgres_server, pg_soft_labels,
     experiment_id = client.get_experiment_by_name("grid").experiment_id
     cells = finished_cells(client, experiment_id, study_id)
     assert len(cells) == 12 and set(cells.values()) == {1}  # 3 students x 2 seeds x 2 arms, each once
-    study = optuna.load_study(study_name=names[0], storage=storage)
+    study = optuna.load_study(study_name=names[0], storage=make_storage(storage))
     trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value > 0]
     assert sorted(t.params["cell"] for t in trained) == list(range(6))  # every pair trained exactly once
     assert len({t.user_attrs["worker"] for t in trained}) == 2  # and both workers took part
@@ -94,7 +96,8 @@ def test_a_remote_sweep_worker_logs_into_the_sweeps_experiment(postgres_server, 
                                "--workers", "0", "--storage", storage, "--study-name", "remote", *TINY],
                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 180
-    while time.time() < deadline and "remote" not in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
+    queued = lambda: [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))]  # noqa: E731
+    while time.time() < deadline and "remote" not in queued():
         assert leader.poll() is None, leader.stderr.read()[-2000:]
         time.sleep(0.5)
     worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
@@ -109,7 +112,7 @@ def test_a_remote_sweep_worker_logs_into_the_sweeps_experiment(postgres_server, 
     experiment_id = client.get_experiment_by_name("grid").experiment_id
     trials = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == list(range(6))  # each trial once, all nested
-    study = optuna.load_study(study_name="remote", storage=storage)
+    study = optuna.load_study(study_name="remote", storage=make_storage(storage))
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(finished) == 6 and {t.user_attrs["worker"].split(":")[1] for t in finished} == {str(worker.pid)}
     default = client.get_experiment_by_name("Default")
@@ -129,7 +132,7 @@ def test_the_documented_postgresql_urls_work(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     storage = fresh_postgres_database("kd_imdb_test_plain_optuna").replace("postgresql+psycopg2://", "postgresql://")
-    optuna.create_study(study_name="leader", storage=storage)
+    optuna.create_study(study_name="leader", storage=make_storage(storage))
     for command in ("study-worker", "sweep-worker"):  # the storage answers; only the study name is wrong
         out = run_cli(command, "--storage", storage, "--study-name", "nope", cwd=tmp_path,
                       env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"})

@@ -11,10 +11,11 @@ import pytest
 import requests
 from conftest import BIN, ROOT, free_port, wait_until_it_answers
 
+from kd_imdb.config import StudentSpec
 from kd_imdb.data import load_data
 from kd_imdb.experiment import save_student
 from kd_imdb.serving import log_pyfunc, texts_from
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 from kd_imdb.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips

@@ -13,8 +13,9 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from kd_imdb.data import SAMPLE_PATH, load_data
+from kd_imdb.data import SAMPLE_PATH, ImdbData, load_data
 from kd_imdb.soft_labels import ARTIFACT, META_KEY, SoftLabelsError, load_for_data, read_logits, write_logits
+from kd_imdb.tracking import VALIDATION_TAG, TrackingError
 
 FINGERPRINT = {"teacher_run_id": "external-test", "max_len": 128, "truncation": "head+tail", "onnx_int8": False}
 
@@ -183,16 +184,25 @@ def test_register_logits_file(registered, sample, sample_logits):
     assert json.loads(open(fp_json).read()) == fingerprint
 
 
-def test_load_for_data_aligns_with_any_seed(registered, sample, sample_logits, monkeypatch):
+def test_load_for_data_aligns_by_id_on_the_same_validation_split_only(registered, sample, sample_logits, monkeypatch):
+    """Logits join by review id whatever the row order; a stage that carved another validation split is
+    refused (its validation reviews may be ones the teacher selected on or trained on)."""
     assert registered["proc"].returncode == 0
     run_id = re.search(r"soft labels run: (\w+)", registered["proc"].stdout).group(1)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", registered["uri"])
     mlflow.set_tracking_uri(registered["uri"])
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags[VALIDATION_TAG] == sample.validation_hash
+    ids = MlflowClient().download_artifacts(run_id, "data/validation_ids.txt", str(registered["root"] / "val"))
+    assert open(ids).read().split("\n") == sorted(sample.split("validation")["id"])
     by_id = sample_logits.set_index("id")
-    for data in (sample, load_data("sample", seed=7)):  # the validation carve-out does not matter
-        aligned = load_for_data(run_id, data)
-        assert aligned.shape == (2000, 2)
-        np.testing.assert_array_equal(aligned.to_numpy(), by_id.loc[data.frame["id"]].to_numpy())
+    shuffled = ImdbData(sample.frame.sample(frac=1, random_state=1).reset_index(drop=True), "sample")
+    assert shuffled.validation_hash == sample.validation_hash
+    aligned = load_for_data(run_id, shuffled)
+    assert aligned.shape == (2000, 2)
+    np.testing.assert_array_equal(aligned.to_numpy(), by_id.loc[shuffled.frame["id"]].to_numpy())
+    with pytest.raises(TrackingError, match="another validation split"):
+        load_for_data(run_id, load_data("sample", seed=7))
 
 
 def test_load_for_data_refuses_other_data(registered, sample, other_csv, monkeypatch):
@@ -256,3 +266,16 @@ def test_register_refuses_partial_file(tmp_path, sample, sample_logits, db_templ
     runs = all_runs(uri)
     assert [r.info.status for r in runs] == ["FAILED"]
     assert not any((tmp_path / "mlruns").rglob("logits.parquet"))
+
+
+def test_soft_labels_refuse_a_teacher_that_selected_on_another_validation_split(local_store, sample):
+    """A teacher trained with another --val-fraction has seen some of this split's validation reviews;
+    labelling with it is refused before any work, and the soft-labels run is closed FAILED."""
+    from kd_imdb.soft_labels import SoftLabelsConfig, run
+
+    with mlflow.start_run() as teacher:
+        mlflow.set_tag(VALIDATION_TAG, load_data("sample", val_fraction=0.2).validation_hash)
+    with pytest.raises(TrackingError, match="another validation split"):
+        run(SoftLabelsConfig(teacher_run_id=teacher.info.run_id))
+    runs = mlflow.search_runs(filter_string="tags.`kd_imdb.stage` = 'soft_labels'")
+    assert list(runs["status"]) == ["FAILED"]

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
+from kd_imdb.config import StudentSpec
 from kd_imdb.experiment import weights_sha256
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 
 # every kind of student: (arch, bidirectional)
 KINDS = [("gru", False), ("gru", True), ("cnn", False)]

@@ -261,18 +261,19 @@ def test_notebook_rebuilds_the_study_tables(study, server_env, tmp_path):
 
 
 def test_study_key_ignores_arms_and_keeps_old_keys():
-    from kd_imdb.study import StudyConfig
+    from kd_imdb.config import StudyConfig
 
     base = dict(soft_labels_run_id="abc", grid="gru:256", seeds=3)
-    assert StudyConfig(**base, arms="scratch,kd").key() == StudyConfig(**base, arms="scratch,kd,kd_mse,shuffled").key()
-    assert StudyConfig(**{**base, "seeds": 4}).key() != StudyConfig(**base).key()
-    assert StudyConfig(**base, label_budget=1000).key() != StudyConfig(**base).key()
-    assert (StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=x").key()
-            != StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=y").key())
+    more_arms = StudyConfig.from_flat(**base, arms="scratch,kd,kd_mse,shuffled")
+    assert StudyConfig.from_flat(**base, arms="scratch,kd").key() == more_arms.key()
+    assert StudyConfig.from_flat(**{**base, "seeds": 4}).key() != StudyConfig.from_flat(**base).key()
+    assert StudyConfig.from_flat(**base, label_budget=1000).key() != StudyConfig.from_flat(**base).key()
+    assert (StudyConfig.from_flat(**base, arms="scratch,kd@linear", teachers="linear=x").key()
+            != StudyConfig.from_flat(**base, arms="scratch,kd@linear", teachers="linear=y").key())
     # Studies started before arms could be added are still found by the key they were tagged with
     # (golden values computed by the code of that time).
-    assert StudyConfig(**base, arms="scratch,kd,label_smoothing").legacy_key() == "bd5bb8ef53646e4c"
-    assert StudyConfig(**base, arms="scratch,kd@linear", teachers="linear=x").legacy_key() == "d4c4bb693274fe5c"
+    assert StudyConfig.from_flat(**base, arms="scratch,kd,label_smoothing").legacy_key() == "bd5bb8ef53646e4c"
+    assert StudyConfig.from_flat(**base, arms="scratch,kd@linear", teachers="linear=x").legacy_key() == "d4c4bb693274fe5c"
 
 
 def test_rerun_with_more_arms_extends_the_study(study, server_env, soft_labels_run):

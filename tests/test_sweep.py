@@ -111,26 +111,27 @@ def test_confirm_retrains_best_t_on_fresh_seed_pairs(sweep, env):
 
 
 def test_sweep_config_refuses_negative_workers_and_takes_zero():
-    from kd_imdb.sweep import SweepConfig
+    from kd_imdb.config import SweepConfig
 
-    assert SweepConfig(soft_labels_run_id="abc", workers=0).workers == 0  # queue only: sweep-workers do the trials
+    assert SweepConfig.from_flat(soft_labels_run_id="abc", workers=0).workers == 0  # queue only: sweep-workers do it
     with pytest.raises(ValueError, match="workers >= 0"):
-        SweepConfig(soft_labels_run_id="abc", workers=-1)
+        SweepConfig.from_flat(soft_labels_run_id="abc", workers=-1)
 
 
 def test_a_sweep_logged_before_config_json_is_read_from_its_typed_params(local_store):
     """Sweeps from before config.json logged only params (strings): confirm reads them as their types."""
     import mlflow
 
-    from kd_imdb.sweep import SweepConfig, sweep_config
+    from kd_imdb.config import SweepConfig
+    from kd_imdb.sweep import sweep_config
 
     params = {"soft_labels_run_id": "abc", "hidden": "16", "epochs": "3", "lr": "0.001", "sweep_alpha": "True",
               "max_len": "64", "t_max": "8.0"}
     with mlflow.start_run() as old:
         mlflow.log_params(params)
-    assert sweep_config(mlflow.get_run(old.info.run_id)) == SweepConfig(
+    assert sweep_config(mlflow.get_run(old.info.run_id)) == SweepConfig.from_flat(
         soft_labels_run_id="abc", hidden=16, epochs=3, lr=0.001, sweep_alpha=True, max_len=64, t_max=8.0)
     with mlflow.start_run() as new:
         mlflow.log_params(params)
         mlflow.log_dict({"soft_labels_run_id": "abc", "hidden": 24}, "config.json")  # the file wins
-    assert sweep_config(mlflow.get_run(new.info.run_id)).hidden == 24
+    assert sweep_config(mlflow.get_run(new.info.run_id)).base.student.hidden == 24

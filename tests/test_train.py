@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from kd_imdb.config import StudentSpec
 from kd_imdb.experiment import distilled, supervised
-from kd_imdb.students import StudentSpec, build_student
+from kd_imdb.students import build_student
 from kd_imdb.train import FitConfig, fit, length_bucketed_batches, pad, predict, resolve_device
 
 CPU = torch.device("cpu")
