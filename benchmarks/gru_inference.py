@@ -5,6 +5,8 @@ runs: each review's padding skipped), in one run, one thread, on real test revie
 
 Both paths run the same weights (dropout 0, so train mode computes the padded pass without noise); the
 script measures their largest logit gap, then reviews/s of the model alone and with tokenisation.
+``--cnn-hidden`` adds CNN students at the same window for comparison (a CNN has no packed path: it
+always runs the padded batch).
 """
 from __future__ import annotations
 
@@ -35,7 +37,9 @@ def reviews_per_s(fn, batches: list) -> float:
 @click.option("--max-len", "max_len", default=512, show_default=True, type=int)
 @click.option("--hidden", "hiddens", default=[64, 128], multiple=True, show_default=True, type=int)
 @click.option("--bidirectional-hidden", "bi_hiddens", multiple=True, type=int, help="Bidirectional GRUs to time too.")
-def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hiddens: tuple[int, ...]) -> None:
+@click.option("--cnn-hidden", "cnn_hiddens", multiple=True, type=int, help="CNN students (filters per width) to time too.")
+def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hiddens: tuple[int, ...],
+         cnn_hiddens: tuple[int, ...]) -> None:
     torch.set_num_threads(1)
     imdb = load_data(data)
     tok = train_tokenizer(imdb.split("train")["text"].tolist(), vocab_size=20000)
@@ -62,6 +66,12 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
         name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}"
         print(f"| {name} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
               f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} |")
+    for hidden in cnn_hiddens:
+        model = build_student(StudentSpec(arch="cnn", hidden=hidden, dropout=0.0), 0).eval()
+        with torch.no_grad():
+            rate = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
+            total = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
+        print(f"| CNN-{hidden} | {rate:,.0f} | — | — | {total:,.0f} | — | — |")
 
 
 if __name__ == "__main__":

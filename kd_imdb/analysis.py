@@ -5,7 +5,8 @@ Per configuration: mean and 95% CI of accuracy, F1, precision and recall per arm
 KD minus scratch (``gain``: t CI over seed pairs) with the paired t-test and Holm's correction across
 configurations; McNemar's exact test on each pair's test predictions; log-loss, ECE, Brier and teacher
 agreement. A study's outputs: ``results.md`` (laid out like the origin study), ``runs.csv``,
-``summary.csv`` and PNG plots. ``compare`` pairs the arms of several studies.
+``summary.csv`` and PNG plots. ``compare`` pairs the arms of several studies. A sweep's plots and its
+confirmation's comparisons live here too.
 """
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ import logging
 import tempfile
 from pathlib import Path
 
+import matplotlib
+import matplotlib.pyplot as plt  # only for optuna's sweep plots, which draw on pyplot
 import numpy as np
+import optuna
 import pandas as pd
-from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+from matplotlib.figure import Figure  # our plots: no pyplot, no global figure state
+from optuna.visualization import matplotlib as ovm
 
 from kd_imdb import stats
 from kd_imdb.metrics import softmax
@@ -39,6 +44,21 @@ def gain(runs: pd.DataFrame, arm: str, baseline: str = "scratch", metric: str = 
                 "t_pvalue": float("nan"), "wilcoxon_pvalue": float("nan"), "wins": 0, "pairs": both.index}
     out = stats.paired_difference(both[arm].to_numpy(), both[baseline].to_numpy())
     return {**out, "wins": int((both[arm] > both[baseline]).sum()), "pairs": both.index}
+
+
+def gain_trend(runs: pd.DataFrame, arm: str, baseline: str = "scratch", metric: str = "test_accuracy") -> pd.DataFrame:
+    """Does ``arm`` gain more over ``baseline`` for smaller students? Per architecture, each seed pair's
+    difference regressed on log2 of its hidden size (``stats.slope``): a negative slope means the gain
+    shrinks as the student grows; each doubling of hidden size changes the gain by ``slope``."""
+    key = ["group", *PAIR_KEY] if "group" in runs.columns else PAIR_KEY  # another machine's pairs stay apart
+    wide = runs.pivot_table(index=key, columns="arm", values=metric)
+    if not {arm, baseline} <= set(wide.columns):
+        return pd.DataFrame()
+    diff = (wide[arm] - wide[baseline]).dropna().reset_index(name="diff")
+    rows = [{"arch": arch, "students": ", ".join(str(h) for h in sorted(part["hidden"].unique())),
+             **stats.slope(np.log2(part["hidden"].to_numpy(dtype=float)), part["diff"])}
+            for arch, part in diff.groupby("arch")]
+    return pd.DataFrame(rows)
 
 
 def arm_metrics_frame(metrics: dict[str, dict], arch: str = "", hidden: int = 0, seed: int = 0) -> pd.DataFrame:
@@ -328,11 +348,26 @@ def pooled_table(runs: pd.DataFrame, baseline: str) -> str:
     return "\n".join(out)
 
 
+def trend_table(runs: pd.DataFrame, baseline: str) -> str:
+    """A row per arm and architecture: ``gain_trend``, the slope of each seed pair's difference from the
+    baseline on log2 hidden size, with its CI and p (Holm over the rows)."""
+    parts = [gain_trend(runs, arm, baseline).assign(arm=arm) for arm in sorted(set(runs["arm"]) - {baseline})]
+    table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
+    table["holm"] = stats.holm(table["slope_pvalue"].to_numpy())
+    out = [f"| arm | architecture | students (hidden) | pairs | Δ vs {baseline} per doubling of hidden size | p | p (Holm) |",
+           "|---" * 7 + "|"]
+    out += [f"| {r['arm']} | {r['arch'].upper()} | {r['students']} | {r['n']} | "
+            f"{r['slope']:+.4f} [{r['slope_ci_low']:+.4f}, {r['slope_ci_high']:+.4f}] | {r['slope_pvalue']:.3g} | "
+            f"{r['holm']:.3g} |" for _, r in table.iterrows()]
+    return "\n".join(out)
+
+
 def compare(specs: list[str], baseline: str = "scratch", arms: list[str] | None = None,
             layout: str = "study") -> str:
     """``kd-imdb compare``: the arms of several studies' runs.csv files paired seed by seed, as one
-    table: ``study`` (the study's own layout), ``compact`` (a row per student and arm) or ``pool`` (a row
-    per arm, pooled over every student and seed). Raises ValueError on files that cannot be paired."""
+    table: ``study`` (the study's own layout), ``compact`` (a row per student and arm), ``pool`` (a row
+    per arm, pooled over every student and seed) or ``trend`` (does the difference shrink as the student
+    grows?). Raises ValueError on files that cannot be paired."""
     runs = combine(specs)
     if arms:
         runs = runs[runs["arm"].isin([baseline, *arms])]
@@ -340,9 +375,80 @@ def compare(specs: list[str], baseline: str = "scratch", arms: list[str] | None 
         raise ValueError(f"no run of the baseline arm {baseline!r}; arms: {sorted(set(runs['arm']))}")
     if layout == "pool":
         return pooled_table(runs, baseline)
+    if layout == "trend":
+        return trend_table(runs, baseline)
     mixed = runs.groupby(["arch", "hidden"])["group"].nunique()
     if (mixed > 1).any():
         raise ValueError(f"{', '.join(f'{a.upper()}-{h}' for a, h in mixed[mixed > 1].index)} comes from several "
                          "pairing groups; compare one group at a time, or pool them with --pool")
     summary = summarise(runs, baseline=baseline)
     return compact_table(summary) if layout == "compact" else markdown_table(summary)
+
+
+# ----------------------------------------------------------------------------- the sweep and its confirmation
+
+
+def plot_temperature_curve(study: optuna.Study) -> Figure:
+    """Validation accuracy against T for every finished trial: complete trials at their best epoch,
+    pruned ones at the best epoch they reached (hollow), so the curve does not hide what was pruned."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for state, style in ((optuna.trial.TrialState.COMPLETE, dict(color="C0", label="complete")),
+                         (optuna.trial.TrialState.PRUNED, dict(facecolors="none", edgecolors="C1", label="pruned"))):
+        trials = [t for t in study.get_trials(deepcopy=False, states=(state,)) if t.intermediate_values]
+        if trials:
+            ax.scatter([t.params["temperature"] for t in trials], [max(t.intermediate_values.values()) for t in trials],
+                       **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("temperature T")
+    ax.set_ylabel("validation accuracy (best epoch reached)")
+    ax.set_title(study.study_name)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(study: optuna.Study, directory: Path) -> list[Path]:
+    """A sweep's PNGs: optimisation history, validation accuracy against T (all trials, and optuna's slice
+    plot of the complete ones, with alpha when swept), parameter importances."""
+    matplotlib.use("Agg")  # pyplot's backend picks files, not a display
+    directory.mkdir(parents=True, exist_ok=True)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # optuna draws on pyplot's figures; each is closed once saved
+    plots = {"optimization_history.png": lambda: ovm.plot_optimization_history(study),
+             "val_accuracy_vs_params.png": lambda: ovm.plot_slice(study)}
+    if len(complete) >= 2 and len(complete[0].params) >= 1:
+        plots["param_importances.png"] = lambda: ovm.plot_param_importances(study)
+    out = []
+    for name, make in plots.items():
+        try:
+            axes = make()
+        except Exception as exc:  # a plot optuna cannot draw (too few trials) is skipped, not fatal
+            log.warning("plot %s skipped: %s", name, exc)
+            continue
+        fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        fig.set_size_inches(7, 4.5)
+        fig.tight_layout()
+        fig.savefig(directory / name, dpi=110)
+        plt.close(fig)
+        out.append(directory / name)
+    plot_temperature_curve(study).savefig(directory / "val_accuracy_vs_temperature.png", dpi=110)
+    return [*out, directory / "val_accuracy_vs_temperature.png"]
+
+
+def confirm_table(best: pd.DataFrame, t2: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:
+    """The confirmation of a sweep: the arm runs of the study at the best T (``best``) and at T=2 (``t2``),
+    each on the same fresh seeds. Returns the paired comparisons (KD@best T against scratch and against
+    KD@T=2, KD@T=2 against scratch) and each arm's mean test accuracy with its 95% CI."""
+    # One table of both studies' arms; each comparison pairs the arms seed by seed.
+    runs = pd.concat([best.replace({"arm": {"kd": "kd_best"}}),
+                      t2.replace({"arm": {"kd": "kd_t2", "scratch": "scratch_t2"}})])
+    rows = []
+    for name, arm, baseline in (("KD@best T - scratch", "kd_best", "scratch"),
+                                ("KD@best T - KD@T=2", "kd_best", "kd_t2"),
+                                ("KD@T=2 - scratch", "kd_t2", "scratch_t2")):
+        d = gain(runs, arm, baseline)
+        rows.append({"comparison": name, **{k: v for k, v in d.items() if k != "pairs"}})
+    means = {k: stats.mean_ci(runs.loc[runs["arm"] == arm, "test_accuracy"])
+             for k, arm in (("scratch", "scratch"), ("kd_best", "kd_best"), ("kd_t2", "kd_t2"))}
+    return pd.DataFrame(rows), means

@@ -2,6 +2,9 @@
 
 Every command logs to ``MLFLOW_TRACKING_URI`` (default: the local SQLite store ``mlflow.db``).
 Bad input ends with one line on stderr that names the problem and the fix, and exit status 2.
+
+Each command imports its stage module when it runs: ``kd-imdb --help`` and a mistyped option answer at
+once instead of after loading torch, MLflow and Optuna. The rest of the package imports at module top.
 """
 from __future__ import annotations
 
@@ -264,6 +267,8 @@ def study_report(study_run_id: str) -> None:
 @click.option("--arms", default="", help="Comma-separated arms to compare (default: all).")
 @click.option("--compact", "layout", flag_value="compact", help="One table, a row per student and arm.")
 @click.option("--pool", "layout", flag_value="pool", help="One row per arm, pooled over every student and seed.")
+@click.option("--trend", "layout", flag_value="trend",
+              help="One row per arm and architecture: the slope of each pair's difference on log2 hidden size.")
 @friendly_errors
 def compare(files: tuple[str, ...], baseline: str, arms: str, layout: str | None) -> None:
     """Pair the arms of several studies from their runs.csv files and print one table.

@@ -19,8 +19,10 @@ Sources (the ``data`` parameter of every entry point):
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +166,6 @@ def _read_file(path: Path) -> pd.DataFrame:
 
 def _check_json_lines(path: Path) -> None:
     """A JSON Lines file: one object per line. Names the first line that is not, and an empty file."""
-    import json
-
     rows = 0
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -269,8 +269,6 @@ def _read_hub(name: str) -> pd.DataFrame:
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """One TCP connection to the hub: seconds offline, where datasets' own retries take half a minute."""
-    import socket
-
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
         return True

@@ -131,6 +131,15 @@ def load_shared_study(name: str, url: str) -> optuna.Study:
                          "the leader printed") from exc
 
 
+def create_queue(name: str, url: str, attrs: dict[str, Any]) -> optuna.Study:
+    """Create (or load, on a rerun) the queue ``name`` in the storage at ``url``, holding ``attrs`` (JSON)
+    for the workers that join it from other machines."""
+    study = optuna.create_study(study_name=name, storage=make_storage(url), direction="maximize", load_if_exists=True)
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    return study
+
+
 def waiting(study: optuna.Study) -> int:
     """Trials queued and not taken yet."""
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
@@ -206,3 +215,16 @@ def wait_for_workers(study: optuna.Study, take_queued: Callable[[], Any] | None 
         optuna.storages.fail_stale_trials(study)
         if take_queued is not None and waiting(study):
             take_queued()
+
+
+def run_shared(study: optuna.Study, join: Callable[..., Any], workers: int, tracking_uri: str,
+               kind: str = "worker") -> None:
+    """Run ``workers`` local processes on the queue of ``study`` (worker ``i`` runs ``join(i)``) and wait
+    until no cell is queued or running anywhere: remote workers may still hold cells, and with local
+    workers a cell a dead worker left is taken here (``join()``). Then raise WorkerLost if a local worker
+    died."""
+    procs = start_workers(join, workers, tracking_uri)
+    for p in procs:
+        p.join()
+    wait_for_workers(study, join if workers else None)
+    join_workers(procs, kind)

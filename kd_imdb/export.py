@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import log_softmax
 from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,6 @@ class OnnxTeacher:
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict:
     """Top-1 agreement and mean KL(reference || other) between two logit sets [n, 2]."""
-    from scipy.special import log_softmax
-
     lp, lq = log_softmax(reference, axis=1), log_softmax(other, axis=1)
     kl = np.maximum((np.exp(lp) * (lp - lq)).sum(axis=1), 0.0)  # >= 0; float error can dip below
     return {"int8_top1_agreement": float((reference.argmax(1) == other.argmax(1)).mean()),

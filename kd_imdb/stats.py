@@ -69,3 +69,17 @@ def holm(pvalues) -> np.ndarray:
     tmp[order] = adjusted
     out[ok] = tmp
     return out
+
+
+def slope(x, y, confidence: float = 0.95) -> dict:
+    """The least-squares slope of ``y`` on ``x`` with its t CI and the two-sided p-value of slope 0
+    (scipy.stats.linregress): a trend test over independent observations, e.g. each seed pair's KD
+    gain against its student's log hidden size."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.all(x == x[0]):
+        return {"slope": float("nan"), "slope_ci_low": float("nan"), "slope_ci_high": float("nan"),
+                "slope_pvalue": float("nan"), "n": len(x)}
+    fit = stats.linregress(x, y)
+    half = stats.t.ppf(0.5 + confidence / 2, len(x) - 2) * fit.stderr
+    return {"slope": float(fit.slope), "slope_ci_low": float(fit.slope - half), "slope_ci_high": float(fit.slope + half),
+            "slope_pvalue": float(fit.pvalue), "n": len(x)}

@@ -81,22 +81,6 @@ def _log_pair_summary(client: MlflowClient, pair_id: str) -> None:
 # ----------------------------------------------------------------------------- workers on several machines
 
 
-def queue_name(cfg: StudyConfig) -> str:
-    return f"kd_imdb-study-{cfg.key()}"
-
-
-def enqueue(cfg: StudyConfig, cells: list[ledger.Cell], study_id: str) -> optuna.Study:
-    """Create (or load) the study's Optuna queue, store what a remote worker needs, queue the pairs with a
-    missing arm."""
-    study = optuna.create_study(study_name=queue_name(cfg), storage=executor.make_storage(cfg.storage),
-                                direction="maximize", load_if_exists=True)
-    study.set_user_attr("config", {k: v for k, v in cfg.flat().items() if k not in ("workers", "storage")})
-    study.set_user_attr("study_run_id", study_id)
-    cells = sorted(cells, key=lambda c: (c.configuration, c.seed))
-    executor.enqueue_cells(study, [c.to_json() for c in cells], [bool(c.missing) for c in cells])
-    return study
-
-
 def join(storage: str, study_name: str, index: int = 0) -> int:
     """``kd-imdb study-worker`` (and local worker ``index`` of a shared study): train the queued pairs of
     the Optuna study ``study_name`` until none is left; returns pairs trained here."""
@@ -119,18 +103,15 @@ def join(storage: str, study_name: str, index: int = 0) -> int:
 
 def run_shared(cfg: StudyConfig, cells: list[ledger.Cell], tracking_uri: str, study_id: str) -> None:
     """Queue the missing pairs, run ``cfg.workers`` local workers on the storage, wait for all pairs."""
-    study = enqueue(cfg, cells, study_id)
-    name = study.study_name
+    config = {k: v for k, v in cfg.flat().items() if k not in ("workers", "storage")}  # what a remote worker needs
+    queue = executor.create_queue(f"kd_imdb-study-{cfg.key()}", cfg.storage, {"config": config, "study_run_id": study_id})
+    cells = sorted(cells, key=lambda c: (c.configuration, c.seed))
+    executor.enqueue_cells(queue, [c.to_json() for c in cells], [bool(c.missing) for c in cells])
+    name = queue.study_name
     log.info("Optuna study %s on %s: %d pairs queued; join with: kd-imdb study-worker --storage %s --study-name %s",
-             name, cfg.storage, executor.waiting(study), cfg.storage, name)
-    procs = executor.start_workers(functools.partial(join, cfg.storage, name), cfg.workers, tracking_uri)
-    for p in procs:
-        p.join()
-    # Remote workers may still hold pairs: wait until nothing is queued or running; with local workers,
-    # a pair a dead worker left is trained here.
-    executor.wait_for_workers(study, functools.partial(join, cfg.storage, name) if cfg.workers else None)
-    executor.join_workers(procs, "study worker")  # then say whether a local worker died
-    log.info("all queued pairs are done: %s", json.dumps({s.name: len(study.get_trials(states=(s,)))
+             name, cfg.storage, executor.waiting(queue), cfg.storage, name)
+    executor.run_shared(queue, functools.partial(join, cfg.storage, name), cfg.workers, tracking_uri, "study worker")
+    log.info("all queued pairs are done: %s", json.dumps({s.name: len(queue.get_trials(states=(s,)))
                                                           for s in optuna.trial.TrialState}))
 
 

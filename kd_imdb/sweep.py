@@ -21,16 +21,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import optuna
-import pandas as pd
 from mlflow.tracking import MlflowClient
-from optuna.visualization import matplotlib as ovm
 
-from kd_imdb import analysis, executor, experiment, ledger, stats, tracking
+from kd_imdb import analysis, executor, experiment, ledger, tracking
 from kd_imdb.config import StudyConfig, SweepConfig
 from kd_imdb.study import run as run_study
 
@@ -98,51 +94,6 @@ def work(cfg: SweepConfig, parent_run_id: str, worker: int | None = 0) -> None:
     executor.drain(study, objective_for(cfg, tok, splits, parent_run_id), timeout=cfg.timeout or None)
 
 
-def plot_temperature_curve(study: optuna.Study):
-    """Validation accuracy against T for every finished trial: complete trials at their best epoch,
-    pruned ones at the best epoch they reached (hollow), so the curve does not hide what was pruned."""
-    fig, ax = plt.subplots()
-    for state, style in ((optuna.trial.TrialState.COMPLETE, dict(color="C0", label="complete")),
-                         (optuna.trial.TrialState.PRUNED, dict(facecolors="none", edgecolors="C1", label="pruned"))):
-        trials = [t for t in study.get_trials(deepcopy=False, states=(state,)) if t.intermediate_values]
-        if trials:
-            ax.scatter([t.params["temperature"] for t in trials], [max(t.intermediate_values.values()) for t in trials],
-                       **style)
-    ax.set_xscale("log")
-    ax.set_xlabel("temperature T")
-    ax.set_ylabel("validation accuracy (best epoch reached)")
-    ax.set_title(study.study_name)
-    ax.legend()
-    return ax
-
-
-def plot_all(study: optuna.Study, directory: Path) -> list[Path]:
-    """Optimisation history, validation accuracy against T (all trials, and optuna's slice plot of the
-    complete ones, with alpha when swept), parameter importances (PNG)."""
-    matplotlib.use("Agg")
-    directory.mkdir(parents=True, exist_ok=True)
-    out = []
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    plots = {"optimization_history.png": lambda: ovm.plot_optimization_history(study),
-             "val_accuracy_vs_params.png": lambda: ovm.plot_slice(study)}
-    if len(complete) >= 2 and len(complete[0].params) >= 1:
-        plots["param_importances.png"] = lambda: ovm.plot_param_importances(study)
-    plots["val_accuracy_vs_temperature.png"] = lambda: plot_temperature_curve(study)
-    for name, make in plots.items():
-        try:
-            axes = make()
-        except Exception as exc:  # a plot optuna cannot draw (too few trials) is skipped, not fatal
-            log.warning("plot %s skipped: %s", name, exc)
-            continue
-        fig = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-        fig.set_size_inches(7, 4.5)
-        fig.tight_layout()
-        fig.savefig(directory / name, dpi=110)
-        plt.close(fig)
-        out.append(directory / name)
-    return out
-
-
 def run(cfg: SweepConfig) -> dict:
     """The ``sweep`` entry point: the parent run, ``workers`` local worker processes, then the plots."""
     uri = tracking.setup_tracking("kd_imdb")
@@ -173,7 +124,7 @@ def run(cfg: SweepConfig) -> dict:
         best = study.best_trial
         mlflow.log_metrics({"best_val_accuracy": best.value, **{f"best_{k}": v for k, v in best.params.items()}})
         with tempfile.TemporaryDirectory() as tmp:
-            for path in plot_all(study, Path(tmp)):
+            for path in analysis.plot_sweep(study, Path(tmp)):
                 mlflow.log_artifact(str(path), "sweep")
             tracking.log_dict_artifact({"best_params": best.params, "best_val_accuracy": best.value,
                                         "best_trial": best.number, "states": states}, "sweep/best.json")
@@ -225,20 +176,9 @@ def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
                                              register=False)).study_id
             client = MlflowClient()
             frames[label] = ledger.collect(client, client.get_run(study_id).info.experiment_id, study_id)
-        # One table of both studies' arms; each comparison pairs the arms seed by seed.
-        runs = pd.concat([frames["best"].replace({"arm": {"kd": "kd_best"}}),
-                          frames["t2"].replace({"arm": {"kd": "kd_t2", "scratch": "scratch_t2"}})])
-        rows = []
-        for name, arm, baseline in (("KD@best T - scratch", "kd_best", "scratch"),
-                                    ("KD@best T - KD@T=2", "kd_best", "kd_t2"),
-                                    ("KD@T=2 - scratch", "kd_t2", "scratch_t2")):
-            d = analysis.gain(runs, arm, baseline)
-            rows.append({"comparison": name, **{k: v for k, v in d.items() if k != "pairs"}})
-        table = pd.DataFrame(rows)
+        table, means = analysis.confirm_table(frames["best"], frames["t2"])
         mlflow.log_metrics({"best_temperature": best_t, "best_alpha": best_alpha})
         mlflow.log_text(table.to_csv(index=False), "confirm/comparisons.csv")
-        means = {k: stats.mean_ci(runs.loc[runs["arm"] == arm, "test_accuracy"])
-                 for k, arm in (("scratch", "scratch"), ("kd_best", "kd_best"), ("kd_t2", "kd_t2"))}
         mlflow.log_metrics({f"test_accuracy_{k}": v[0] for k, v in means.items()})
     lines = [f"best T {best_t:.3g}, alpha {best_alpha:.3g}; test accuracy over {seeds} fresh seed pairs:"]
     lines += [f"  {k}: {mean:.4f} [{low:.4f}, {high:.4f}]" for k, (mean, low, high) in means.items()]

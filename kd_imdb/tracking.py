@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import requests
 from mlflow.tracking import MlflowClient
 
 from kd_imdb.data import ids_hash
@@ -46,8 +47,6 @@ def setup_tracking(experiment: str | None = None) -> str:
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     mlflow.set_tracking_uri(uri)
     if uri.startswith(("http://", "https://")):
-        import requests
-
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
         except Exception as exc:

@@ -151,3 +151,28 @@ def test_every_compare_table_in_results_md_reprints_identically():
         assert not missing or len(missing) == len(rows), (args, missing[:3])
         printed += not missing
     assert printed >= 12
+
+
+def test_gain_trend_regresses_each_pairs_gain_on_log_hidden():
+    # gains of 0.04, 0.03, 0.02 at hidden 16, 32, 64 (seed 1 adds 0.01 to each): slope -0.01 per doubling
+    rows = []
+    for hidden, g in ((16, 0.04), (32, 0.03), (64, 0.02)):
+        for seed in (0, 1):
+            rows += [{"arch": "gru", "hidden": hidden, "seed": seed, "arm": "scratch", "test_accuracy": 0.85},
+                     {"arch": "gru", "hidden": hidden, "seed": seed, "arm": "kd", "test_accuracy": 0.85 + g + 0.01 * seed}]
+    trend = analysis.gain_trend(pd.DataFrame(rows), "kd")
+    assert list(trend["arch"]) == ["gru"] and trend.loc[0, "students"] == "16, 32, 64"
+    assert trend.loc[0, "slope"] == pytest.approx(-0.01)
+    assert trend.loc[0, "n"] == 6
+    assert trend.loc[0, "slope_ci_low"] < -0.01 < trend.loc[0, "slope_ci_high"] < 0
+    assert analysis.gain_trend(pd.DataFrame(rows), "kd_hard").empty
+
+
+def test_compare_trend_on_the_full_study():
+    # RESULTS.md §9's study: 15 GRU pairs (hidden 16..256) and 9 CNN pairs (64..256), one row each
+    out = CliRunner().invoke(main, ["compare", str(ROOT / "results/study_full/runs.csv"), "--trend"])
+    assert out.exit_code == 0, out.output
+    rows = {line.split(" | ")[1]: line for line in out.output.splitlines()[2:]}
+    assert set(rows) == {"GRU", "CNN"}
+    assert "| 16, 32, 64, 128, 256 | 15 | -0.0008 [-0.0024, +0.0008] | 0.289 |" in rows["GRU"]
+    assert "| 64, 128, 256 | 9 | -0.0060 [-0.0157, +0.0036] | 0.184 |" in rows["CNN"]

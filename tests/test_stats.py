@@ -62,3 +62,18 @@ def test_arms_are_aligned_review_by_review_even_with_duplicate_ids():
     shuffled = a.iloc[[3, 2, 1, 0]].reset_index(drop=True)
     left, right = _aligned(a, shuffled)
     assert len(left) == len(right) == 3 and list(left["id"]) == list(right["id"])
+
+
+def test_slope_by_hand():
+    # y on x = 0..3: slope -1.1 / 5 = -0.22; residuals -.03, -.01, .11, -.07; SE sqrt(.018 / 2 / 5)
+    out = stats.slope([0, 1, 2, 3], [1.0, 0.8, 0.7, 0.3])
+    se = np.sqrt(0.018 / 2 / 5)
+    assert out["slope"] == pytest.approx(-0.22)
+    assert out["slope_ci_high"] - out["slope"] == pytest.approx(st.t.ppf(0.975, 2) * se)
+    assert out["slope_pvalue"] == pytest.approx(2 * st.t.sf(0.22 / se, 2))
+    assert out["n"] == 4
+
+
+def test_slope_needs_three_points_and_two_x_values():
+    assert np.isnan(stats.slope([1, 2], [0.1, 0.2])["slope"])
+    assert np.isnan(stats.slope([2, 2, 2], [0.1, 0.2, 0.3])["slope_pvalue"])
