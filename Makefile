@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow run . -e demo --env-manager local
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/mlflow run . -e demo --env-manager local --experiment-name $${MLFLOW_EXPERIMENT_NAME:-kd_imdb}
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -29,7 +29,8 @@ bench: $(STAMP)
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python benchmarks/students.py
 
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db
+	# the store the commands log to: $$MLFLOW_TRACKING_URI when it names a database, else ./mlflow.db
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
 
 clean:
 	rm -rf mlruns mlflow.db checkpoints .pytest_cache

@@ -271,16 +271,45 @@ def write_outputs(runs: pd.DataFrame, predictions: dict, directory: Path) -> tup
     return summary, table
 
 
-def analyse_and_log(runs: pd.DataFrame, study_id: str, client) -> str:
-    """Compute the study's outputs, log them as artifacts of the study run and return the table."""
+def analyse_and_log(runs: pd.DataFrame, study_id: str, client) -> tuple[pd.DataFrame, str]:
+    """Compute the study's outputs, log them to the study run (files under ``results/``, and the
+    headline table with ``log_table`` so the UI's table view shows it); returns (summary, table)."""
     if runs.empty:
-        return "no finished runs yet"
+        return pd.DataFrame(), "no finished runs yet"
     predictions = load_predictions(client, runs["run_id"])
     with tempfile.TemporaryDirectory() as tmp:
         summary, table = write_outputs(runs, predictions, Path(tmp))
         for file in Path(tmp).iterdir():
             client.log_artifact(study_id, str(file), "results")
-    return table
+    if len(summary):
+        client.log_table(study_id, headline(summary), "results/headline.json")
+    return summary, table
+
+
+def headline(summary: pd.DataFrame) -> pd.DataFrame:
+    """The study's table as numbers, one row per student and arm, rounded for display."""
+    rows = [{"student": f"{r['arch']}-{r['hidden']}", "arm": r["arm"], "pairs": int(r["n_pairs"]),
+             f"{r['baseline']} accuracy": r[f"accuracy_{r['baseline']}"], "arm accuracy": r[f"accuracy_{r['arm']}"],
+             "difference": r["accuracy_diff"], "difference CI low": r["accuracy_diff_low"],
+             "difference CI high": r["accuracy_diff_high"], "p": r["accuracy_t_pvalue"],
+             "p (Holm)": r["accuracy_holm_pvalue"]} for _, r in summary.iterrows()]
+    return pd.DataFrame(rows).round(4)
+
+
+def configuration_metrics(summary: pd.DataFrame) -> dict[tuple[str, int], dict[str, float]]:
+    """Per student configuration, what its run in the UI shows: each arm's mean test accuracy with its
+    95% CI, and each arm minus the baseline with its CI and p (raw and Holm), rounded to 4 digits."""
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for _, r in summary.iterrows():
+        base, arm = r["baseline"], r["arm"].replace("@", ".")  # metric keys allow no "@"
+        m = out.setdefault((r["arch"], int(r["hidden"])), {})
+        for name, col in ((base, base), (arm, r["arm"])):
+            m.update({f"{name}_test_accuracy": r[f"accuracy_{col}"], f"{name}_test_accuracy_ci_low": r[f"accuracy_{col}_low"],
+                      f"{name}_test_accuracy_ci_high": r[f"accuracy_{col}_high"]})
+        d = f"{arm}_minus_{base}_test_accuracy"
+        m.update({d: r["accuracy_diff"], f"{d}_ci_low": r["accuracy_diff_low"], f"{d}_ci_high": r["accuracy_diff_high"],
+                  f"{d}_p": r["accuracy_t_pvalue"], f"{d}_p_holm": r["accuracy_holm_pvalue"]})
+    return {k: {name: round(float(v), 4) for name, v in m.items() if np.isfinite(v)} for k, m in out.items()}
 
 
 # ----------------------------------------------------------------------------- several studies: kd-imdb compare

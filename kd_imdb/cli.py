@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 
 import click
@@ -42,11 +43,16 @@ def friendly_errors(fn):
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
-def main(verbose: bool) -> None:
+@click.option("--experiment-name", "experiment_name", default=None, metavar="NAME",
+              help="MLflow experiment of every run [default: $MLFLOW_EXPERIMENT_NAME, else kd_imdb].")
+def main(verbose: bool, experiment_name: str | None) -> None:
     """Knowledge distillation of a transformer teacher into tiny GRU/CNN students on IMDB.
 
-    Stages talk through MLflow artifacts: teacher -> soft-labels -> student.
+    Stages talk through MLflow artifacts: teacher -> soft-labels -> student. Every run logs to
+    $MLFLOW_TRACKING_URI (default: sqlite:///mlflow.db), in the experiment kd_imdb unless named.
     """
+    if experiment_name:
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment_name  # what MLflow and the workers it starts read
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

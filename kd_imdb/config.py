@@ -68,6 +68,11 @@ class StudentSpec:
         if self.bidirectional and self.arch != "gru":
             raise ValueError(f"bidirectional is a GRU option; arch is {self.arch!r}")
 
+    @property
+    def name(self) -> str:
+        """How runs and tables name the student: ``gru-32``, ``bigru-32``, ``cnn-64``."""
+        return f"{'bi' if self.bidirectional else ''}{self.arch}-{self.hidden}"
+
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
 
@@ -186,6 +191,11 @@ class ArmConfig:
     def epochs(self) -> int:
         """The epochs this student trains (the origin's schedule when ``training.epochs`` is 0)."""
         return self.training.epochs or ORIGIN_EPOCHS[self.student.arch]
+
+    def run_name(self, arm: str) -> str:
+        """An arm run's name: student, seed, arm (``gru-32 s0 kd``), so compare headers, chart legends
+        and the registry's source run tell the runs apart."""
+        return f"{self.student.name} s{self.seed} {arm}"
 
     def flat(self) -> dict:
         """The flat form (params, ``config.json``), with the epochs resolved."""

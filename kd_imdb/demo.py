@@ -24,7 +24,7 @@ class DemoResult:
 def run(teacher_model: str = "packaged", teacher_epochs: float = 3.0, max_len: int = 128,
         hidden: int = 64, seed: int = 0, student_epochs: int = 8, data: str = "sample") -> DemoResult:
     """Teacher -> soft labels -> GRU pair on ``data``, each a nested run under one demo run."""
-    uri = tracking.setup_tracking("kd_imdb")
+    uri = tracking.setup_tracking(tracking.EXPERIMENT)
     with tracking.start_run(run_name="demo", tags={"kd_imdb.stage": "demo"}) as demo_run:
         teacher_id = teacher.run(teacher.TeacherConfig(data=data, model=teacher_model, max_len=max_len,
                                                        epochs=teacher_epochs, seed=seed))

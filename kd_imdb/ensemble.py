@@ -44,7 +44,7 @@ def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = F
         raise ValueError("an ensemble's runs must differ; a run named twice would count twice")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    tracking.setup_tracking("kd_imdb")
+    tracking.setup_tracking(tracking.EXPERIMENT)
     for r in runs:
         tracking.require_run(r, "soft-labels")
     data_source, data = data, load_data(data, unsupervised=unsupervised)

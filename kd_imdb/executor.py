@@ -10,7 +10,7 @@ GRU/CNN steps cannot keep several threads busy. They die with the process that s
 
 The shared queue: one Optuna trial per cell is enqueued (``Study.enqueue_trial``). Optuna makes the pop
 atomic, so no cell runs twice; heartbeats mark a killed worker's trial FAILED after a grace period and
-``RetryFailedTrialCallback`` queues it again, so nothing is lost. MLflow stays the record of what
+``RetryHeartbeatStaleTrialCallback`` queues it again, so nothing is lost. MLflow stays the record of what
 finished: a cell whose runs already finished returns at once.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,6 +31,10 @@ import mlflow
 import optuna
 import torch
 from sqlalchemy.pool import NullPool
+
+# Heartbeats and their retry callback are "experimental" in Optuna: one warning per worker and call,
+# about features this module relies on deliberately.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 class WorkerLost(RuntimeError):
@@ -112,7 +117,7 @@ def make_storage(url: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=4 * heartbeat,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         )
     except Exception as exc:  # sqlalchemy's OperationalError, ArgumentError, a missing driver module...
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -126,7 +131,7 @@ def load_shared_study(name: str, url: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError as exc:
-        known = ", ".join(s.study_name for s in optuna.get_all_study_summaries(storage)) or "none"
+        known = ", ".join(optuna.get_all_study_names(storage)) or "none"
         raise ValueError(f"no study {name!r} in {url} (studies there: {known}); pass the --study-name "
                          "the leader printed") from exc
 
@@ -173,7 +178,7 @@ def drain(study: optuna.Study, objective: Callable[[optuna.Trial], float], timeo
     """Run queued trials one at a time until the queue is empty and no trial runs anywhere.
 
     While another worker's trial is running this worker waits: if that worker was killed, its
-    heartbeat goes stale, the trial is marked FAILED and (RetryFailedTrialCallback) queued again,
+    heartbeat goes stale, the trial is marked FAILED and (RetryHeartbeatStaleTrialCallback) queued again,
     so it is not lost.
     """
     deadline = time.time() + timeout if timeout else None

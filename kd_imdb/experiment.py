@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from kd_imdb import analysis, tracking
-from kd_imdb.config import ArmConfig, StudentSpec
+from kd_imdb.config import ARMS, ArmConfig, StudentSpec
 from kd_imdb.data import ImdbData, label_budget, load_data
 from kd_imdb.losses import hard_loss, kd_loss, margin_mse_loss
 from kd_imdb.metrics import classification_metrics, prefixed, softmax
@@ -170,7 +170,12 @@ def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split]
     replaces the per-epoch logging (the sweep reports to Optuna there and may stop the run).
     """
     va, te = splits["validation"], splits["test"]
-    mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm})
+    # tags that filter arm runs in the UI's search box, e.g. tags.kd_imdb.arm = 'kd'
+    how = ARMS.get(arm) or f"KD loss with teacher {arm[3:]}'s soft labels"
+    mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm, "kd_imdb.config": cfg.student.name,
+                     "kd_imdb.seed": str(cfg.seed), "kd_imdb.soft_labels_run_id": cfg.soft_labels_run_id,
+                     tracking.DESCRIPTION_TAG: f"{cfg.student.name}, seed {cfg.seed}, arm {arm}: {how}; "
+                                               f"{cfg.epochs} epochs at {cfg.training.max_len} words"})
     if arm.startswith("kd@"):
         mlflow.set_tag("kd_imdb.teacher_run_id", cfg.distillation.teachers[arm[3:]])
     device = resolve_device()
@@ -183,6 +188,9 @@ def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split]
             params.pop(key)
     tracking.log_params_once(params)
     tracking.log_validation_split(va.ids, with_ids=False)  # the ids are on the pair (or the study's first arm)
+    trained = {"train": splits["train"].ids, "unsupervised": splits["unsupervised"].ids} if arm == "kd_transfer" \
+        else {"train": splits["train"].ids}
+    tracking.log_datasets(cfg.data, {**trained, "validation": va.ids, "test": te.ids})
     tracking.log_config({**cfg.flat(), "mode": arm})
     model = build_student(cfg.student, cfg.seed)  # identical initial weights in every arm
     mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(device)})
@@ -211,20 +219,20 @@ def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split]
 
 def run(cfg: ArmConfig) -> dict[str, dict]:
     """The ``student`` entry point. Returns ``{arm: metrics}``."""
-    tracking.setup_tracking("kd_imdb")
-    mode, name = cfg.distillation.mode, f"{cfg.student.arch}-{cfg.student.hidden}"
+    tracking.setup_tracking(tracking.EXPERIMENT)
+    mode = cfg.distillation.mode
     data, tok, splits = prepare(cfg, transfer=mode == "kd_transfer")
     if mode != "pair":
-        with tracking.start_run(run_name=f"{name} {mode} seed {cfg.seed}"):
+        with tracking.start_run(run_name=cfg.run_name(mode)):
             tracking.log_validation_split(splits["validation"].ids)
             return {mode: train_arm(cfg, mode, tok, splits)}
     results = {}
-    with tracking.start_run(run_name=f"{name} seed {cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
+    with tracking.start_run(run_name=f"{cfg.student.name} s{cfg.seed}", tags={"kd_imdb.stage": "student_pair"}):
         tracking.log_params_once({**cfg.flat(), "data_hash": data.content_hash})
         tracking.log_config(cfg.flat())
         tracking.log_validation_split(splits["validation"].ids)
         for arm in ("scratch", "kd", "kd_hard") if cfg.training.hard_epochs else ("scratch", "kd"):
-            with tracking.start_run(run_name=arm, nested=True):
+            with tracking.start_run(run_name=cfg.run_name(arm), nested=True):
                 results[arm] = train_arm(cfg, arm, tok, splits)
         mlflow.log_metrics({f"{arm}_{k}": v for arm, m in results.items() for k, v in m.items() if k.startswith("test_")})
         pair = analysis.arm_metrics_frame(results)

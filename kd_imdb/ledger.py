@@ -3,22 +3,25 @@ close what a dead worker left running, and collect the finished arms into one ta
 
 ::
 
-    study                       (tag kd_imdb.study_key; tables, CSV and plots as artifacts)
-      gru-64                    (a configuration: tag kd_imdb.config)
-        gru-64 seed 0           (a seed pair: tag kd_imdb.seed)
-          scratch, kd, ...      (the arms: tag kd_imdb.arm)
+    study gru64 x3              (tag kd_imdb.study_key; tables, CSV and plots as artifacts)
+      gru-64                    (a configuration: tag kd_imdb.config; each arm's mean and KD minus scratch)
+        gru-64 s0               (a seed pair: tag kd_imdb.seed)
+          gru-64 s0 scratch, gru-64 s0 kd, ...   (the arms: tags kd_imdb.arm, kd_imdb.study)
 
 Every (configuration, seed, arm) ends with exactly one FINISHED run; failed or killed attempts stay for
 the record (KILLED) and are never counted.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 FINISHED, KILLED = "FINISHED", "KILLED"
+DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,14 @@ def plan(client: MlflowClient, experiment_id: str, study_id: str, configurations
     for configuration in configurations:
         name = config_name(configuration)
         config_id = child_run(client, experiment_id, study_id, "kd_imdb.config", name, name,
-                              {"kd_imdb.stage": "study_config"})
+                              {"kd_imdb.stage": "study_config", "kd_imdb.study": study_id,
+                               DESCRIPTION: f"{name}: {', '.join(arms)} over {len(seeds)} seed pairs; each arm's mean "
+                                            "test accuracy and its difference from scratch as metrics"})
         for seed in seeds:
-            pair_id = child_run(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} seed {seed}",
-                                {"kd_imdb.stage": "student_pair", "kd_imdb.config": name})
+            pair_id = child_run(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} s{seed}",
+                                {"kd_imdb.stage": "student_pair", "kd_imdb.config": name, "kd_imdb.study": study_id,
+                                 DESCRIPTION: f"{name} seed {seed}: the arms {', '.join(arms)} from identical "
+                                              "initial weights and batch order"})
             if close_stale:
                 close_stale_runs(client, experiment_id, pair_id)
             missing = tuple(missing_arms(client, experiment_id, pair_id, arms))
@@ -111,6 +118,15 @@ def finish_configurations(client: MlflowClient, cells: list[Cell]) -> None:
     """Configuration runs end when all their pairs have."""
     for config_id in dict.fromkeys(cell.config_id for cell in cells):
         client.set_terminated(config_id, status=FINISHED)
+
+
+def log_configuration_metrics(client: MlflowClient, cells: list[Cell], metrics: dict[tuple[str, int], dict]) -> None:
+    """On each configuration run, its results (``analysis.configuration_metrics``), so the runs table
+    and the compare view show them."""
+    for cell in {cell.config_id: cell for cell in cells}.values():
+        values = metrics.get(cell.configuration, {})
+        if values:
+            client.log_batch(cell.config_id, [Metric(k, v, int(time.time() * 1000), 0) for k, v in values.items()])
 
 
 def collect(client: MlflowClient, experiment_id: str, study_id: str) -> pd.DataFrame:

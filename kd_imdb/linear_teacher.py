@@ -128,7 +128,7 @@ def fit_logits(data, cfg: LinearTeacherConfig) -> tuple[pd.DataFrame, dict]:
 
 def run(cfg: LinearTeacherConfig) -> str:
     """The ``linear_teacher`` entry point: a soft-labels run whose teacher is a linear model on n-grams."""
-    tracking.setup_tracking("kd_imdb")
+    tracking.setup_tracking(tracking.EXPERIMENT)
     data = load_data(cfg.data, unsupervised=cfg.unsupervised)
     name = KINDS[cfg.kind]
     with tracking.start_run(run_name=f"linear_teacher {name}", tags={"kd_imdb.stage": "soft_labels",

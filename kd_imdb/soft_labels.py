@@ -275,7 +275,7 @@ def _pool(views: pd.DataFrame, data, pooling: str, metrics: dict) -> tuple[pd.Da
 
 def run(cfg: SoftLabelsConfig) -> str:
     """The ``soft_labels`` entry point: label (or register) and log the logits artifact and its metrics."""
-    tracking.setup_tracking("kd_imdb")
+    tracking.setup_tracking(tracking.EXPERIMENT)
     if not cfg.logits_file:
         tracking.require_run(cfg.teacher_run_id, "teacher")
     data = load_data(cfg.data, unsupervised=cfg.unsupervised)
@@ -314,6 +314,8 @@ def log_soft_labels(frame: pd.DataFrame, fingerprint: dict, data, metrics: dict 
     mlflow.log_metrics(metrics)
     mlflow.set_tags({f"fingerprint.{k}": str(v) for k, v in fingerprint.items()})
     tracking.log_validation_split(data.split("validation")["id"])
+    tracking.log_datasets(data.source, {split: data.split(split)["id"].tolist() for split, n in data.counts().items() if n},
+                          data.content_hash)
     with tempfile.TemporaryDirectory() as tmp:
         write_logits(frame, fingerprint, f"{tmp}/logits.parquet")
         Path(f"{tmp}/fingerprint.json").write_text(json.dumps(fingerprint, indent=2, sort_keys=True))

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from kd_imdb import analysis, executor, experiment, ledger, tracking
-from kd_imdb.config import ArmConfig, StudyConfig
+from kd_imdb.config import ArmConfig, StudyConfig, format_grid
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,13 @@ class PairTrainer:
 
 def train_missing_arms(student: ArmConfig, pair_id: str, missing: list[str], tok, splits: dict) -> None:
     """Reopen the pair run, train each missing arm as a nested run, then summarise the pair."""
+    client = MlflowClient()
+    config_id = client.get_run(pair_id).data.tags["mlflow.parentRunId"]
+    study_tag = {"kd_imdb.study": client.get_run(config_id).data.tags["mlflow.parentRunId"]}  # also in older trees
     with mlflow.start_run(run_id=pair_id, tags=tracking.owner_tags()):  # this worker owns the pair now
+        tracking.log_params_once(student.flat())  # what its arms share
         for arm in missing:
-            with mlflow.start_run(run_name=arm, nested=True, tags=tracking.owner_tags()):
+            with mlflow.start_run(run_name=student.run_name(arm), nested=True, tags={**tracking.owner_tags(), **study_tag}):
                 experiment.train_arm(student, arm, tok, splits)
         _log_pair_summary(MlflowClient(), pair_id)
 
@@ -121,7 +125,7 @@ def run_shared(cfg: StudyConfig, cells: list[ledger.Cell], tracking_uri: str, st
 def report(study_id: str) -> str:
     """Analyse a study again from the arm runs that have FINISHED, also while it runs or after it was
     stopped, and log ``results/`` to the study run anew; returns the table."""
-    tracking.setup_tracking("kd_imdb")
+    tracking.setup_tracking(tracking.EXPERIMENT)
     client = MlflowClient()
     try:
         study = client.get_run(study_id)
@@ -129,7 +133,7 @@ def report(study_id: str) -> str:
         raise ValueError(f"no run {study_id!r} on the tracking server; pass the id the study command printed") from exc
     if study.data.tags.get("kd_imdb.stage") != "study" or "kd_imdb.resumes" in study.data.tags:
         raise ValueError(f"run {study_id} is not a study's first run; pass the id the study command printed")
-    return analysis.analyse_and_log(ledger.collect(client, study.info.experiment_id, study_id), study_id, client)
+    return analysis.analyse_and_log(ledger.collect(client, study.info.experiment_id, study_id), study_id, client)[1]
 
 
 def check_inputs(cfg: StudyConfig) -> None:
@@ -142,6 +146,16 @@ def check_inputs(cfg: StudyConfig) -> None:
         executor.make_storage(cfg.storage)
 
 
+def study_name(cfg: StudyConfig) -> str:
+    """The study run's name: its grid and seed pairs, e.g. ``study gru16-256/cnn64-256 x5``."""
+    spans = []
+    for arch in dict.fromkeys(a for a, _ in cfg.grid):
+        hidden = sorted(h for a, h in cfg.grid if a == arch)
+        bi = "bi" if arch == "gru" and cfg.base.student.bidirectional else ""
+        spans.append(f"{bi}{arch}{hidden[0]}{f'-{hidden[-1]}' if len(hidden) > 1 else ''}")
+    return f"study {'/'.join(spans)} x{cfg.seeds}"
+
+
 @dataclass(frozen=True)
 class StudyResult:
     study_id: str
@@ -150,11 +164,13 @@ class StudyResult:
 
 def run(cfg: StudyConfig) -> StudyResult:
     """Plan the grid, train what is missing with the workers, then analyse and log the results."""
-    uri = tracking.setup_tracking("kd_imdb")
+    uri = tracking.setup_tracking(tracking.EXPERIMENT)
     check_inputs(cfg)
     client = MlflowClient()
     key = cfg.key()
-    with tracking.start_run(run_name="study", tags={"kd_imdb.stage": "study"}) as active:
+    about = (f"The origin's grid ({format_grid(cfg.grid)}), {cfg.seeds} seed pairs, arms {', '.join(cfg.arm_list())}, "
+             f"soft labels {cfg.base.soft_labels_run_id}: the table is results/results.md")
+    with tracking.start_run(run_name=study_name(cfg), tags={"kd_imdb.stage": "study", tracking.DESCRIPTION_TAG: about}) as active:
         experiment_id = active.info.experiment_id
         study_id = ledger.find_study(client, experiment_id, [key, cfg.legacy_key()]) or active.info.run_id
         if study_id != active.info.run_id:
@@ -181,7 +197,8 @@ def run(cfg: StudyConfig) -> StudyResult:
         mlflow.log_metric("train_wall_seconds", time.time() - t0)
         ledger.finish_configurations(client, cells)
         frame = ledger.collect(client, experiment_id, study_id)
-        table = analysis.analyse_and_log(frame, study_id, client)
+        summary, table = analysis.analyse_and_log(frame, study_id, client)
+        ledger.log_configuration_metrics(client, cells, analysis.configuration_metrics(summary))
         if cfg.register and not frame.empty:
             # Imported here: importing serving defines its pyfunc class, which MLflow warns about.
             from kd_imdb.serving import register_best

@@ -70,14 +70,17 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
                 raise optuna.TrialPruned(f"epoch {epoch}: validation accuracy {metrics['val_accuracy']:.4f}")
 
         pruned = False
-        with mlflow.start_run(run_name=f"trial {trial.number}", parent_run_id=parent_run_id, nested=True,
+        name = f"trial {trial.number} T={temperature:.3g}" + (f" alpha={alpha:.2f}" if cfg.sweep_alpha else "")
+        with mlflow.start_run(run_name=name, parent_run_id=parent_run_id, nested=True,
                               tags={"optuna.trial": str(trial.number), "optuna.study": cfg.name,
                                     **tracking.owner_tags()}):
             try:
                 metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report)
             except optuna.TrialPruned:
                 pruned = True  # a normal end: the run finishes, tagged PRUNED
-            mlflow.set_tag("optuna.state", "PRUNED" if pruned else "COMPLETE")
+            # a trial is not a study's arm: grouping student runs by stage keeps trials out of KD means
+            mlflow.set_tags({"optuna.state": "PRUNED" if pruned else "COMPLETE", "kd_imdb.stage": "sweep_trial",
+                             "kd_imdb.sweep": parent_run_id})
         if pruned:
             raise optuna.TrialPruned()
         return metrics["val_accuracy"]
@@ -96,7 +99,7 @@ def work(cfg: SweepConfig, parent_run_id: str, worker: int | None = 0) -> None:
 
 def run(cfg: SweepConfig) -> dict:
     """The ``sweep`` entry point: the parent run, ``workers`` local worker processes, then the plots."""
-    uri = tracking.setup_tracking("kd_imdb")
+    uri = tracking.setup_tracking(tracking.EXPERIMENT)
     tracking.require_run(cfg.base.soft_labels_run_id, "soft-labels")
     executor.make_storage(cfg.storage)  # an unusable storage is an error before the parent run opens
     student = cfg.base.student
@@ -155,7 +158,7 @@ def confirm(sweep_run_id: str, seeds: int = 5, workers: int = 2) -> str:
     Fresh seeds: the sweep's trials all used its one seed; the confirmation uses seeds 100.. so the
     winner is judged on runs that did not select it.
     """
-    tracking.setup_tracking("kd_imdb")
+    tracking.setup_tracking(tracking.EXPERIMENT)
     sweep = tracking.require_run(sweep_run_id, "sweep")
     m = sweep.data.metrics
     if sweep.data.tags.get("kd_imdb.stage") != "sweep" or "best_temperature" not in m:

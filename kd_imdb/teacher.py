@@ -281,7 +281,7 @@ def run(cfg: TeacherConfig) -> str:
     log-loss, ECE, Brier), the model with its tokenizer under ``model/``, and the validation and test
     logits under ``predictions/`` so that ``soft_labels`` need not compute them again.
     """
-    tracking.setup_tracking("kd_imdb")
+    tracking.setup_tracking(tracking.EXPERIMENT)
     data = load_data(cfg.data, cfg.val_fraction, seed=0)
     if not is_main_process():  # torchrun workers train; rank 0 alone talks to MLflow
         fine_tune(cfg, data)
@@ -289,6 +289,8 @@ def run(cfg: TeacherConfig) -> str:
     with tracking.start_run(run_name="teacher", tags={"kd_imdb.stage": "teacher"}) as run:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
         tracking.log_validation_split(data.split("validation")["id"])
+        tracking.log_datasets(data.source, {split: data.split(split)["id"].tolist() for split in ("train", "validation", "test")},
+                              data.content_hash)
         model, tokenizer, history = fine_tune(cfg, data, log_fn=lambda m, step: mlflow.log_metrics(m, step=step))
         mlflow.log_metrics({"train_seconds": history["train_seconds"], "train_reviews": history["train_reviews"]})
         mlflow.set_tag("kd_imdb.resumed_from", history["resumed_from"] or "none")

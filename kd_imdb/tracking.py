@@ -11,18 +11,32 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import mlflow
 import requests
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import get_dataset_source_from_json
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import ColSpec, Schema
 
-from kd_imdb.data import ids_hash
+from kd_imdb.data import SAMPLE_PATH, ids_hash
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "kd_imdb"  # every entry point logs here unless MLFLOW_EXPERIMENT_NAME (or --experiment-name) says otherwise
+EXPERIMENT_DESCRIPTION = (
+    "Knowledge distillation of a transformer teacher into tiny GRU/CNN students on IMDB (kd_imdb). "
+    "Runs: teacher, soft_labels, study (configuration > seed pair > arm), sweep (trials), demo. "
+    "Filter a study's arms with tags.kd_imdb.study = '<study run id>'."
+)
+DESCRIPTION_TAG = "mlflow.note.content"  # a run's or an experiment's description in the UI
+# MLflow 3's UI opens an experiment of this kind on its training runs (not on the GenAI traces page)
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 HOST_TAG, PID_TAG = "kd_imdb.host", "kd_imdb.pid"  # the process that owns a run: a killed one's runs are closed
 
 
@@ -41,6 +55,9 @@ def setup_tracking(experiment: str | None = None) -> str:
     off gives a one-line error instead.
     """
     uri = tracking_uri()
+    # MLflow prints a "View run ... at: URL" line whenever a run on a server ends: dozens per study.
+    # The commands print the run ids that matter; MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false brings them back.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if uri.startswith(("postgresql", "mysql", "mssql")):
         # A store shared by many worker processes: pooled idle connections (up to 15 a process) would
         # exhaust the database's max_connections, so each connection closes after use.
@@ -56,9 +73,26 @@ def setup_tracking(experiment: str | None = None) -> str:
             ) from exc
     close_orphaned_runs()
     chosen = any(os.environ.get(v) for v in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"))
-    if experiment and not chosen and mlflow.active_run() is None:
-        mlflow.set_experiment(experiment)
+    if mlflow.active_run() is not None:
+        return uri  # a stage inside another (the demo): its experiment is set up already
+    if experiment and not chosen:
+        describe_experiment(mlflow.set_experiment(experiment).experiment_id)
+    elif run_id := os.environ.get("MLFLOW_RUN_ID"):  # the run ``mlflow run`` created
+        describe_experiment(MlflowClient().get_run(run_id).info.experiment_id)
+    elif name := os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        describe_experiment(mlflow.set_experiment(name).experiment_id)
     return uri
+
+
+def describe_experiment(experiment_id: str) -> None:
+    """Give the experiment a description (unless it has one, or is MLflow's "Default") and the kind tag
+    that makes the UI open on its runs; a user's own tags are left alone."""
+    client = MlflowClient()
+    tags = client.get_experiment(experiment_id).tags
+    if EXPERIMENT_KIND_TAG not in tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    if DESCRIPTION_TAG not in tags and experiment_id != "0":
+        client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
 
 
 @contextlib.contextmanager
@@ -130,6 +164,27 @@ def log_config(config: dict) -> None:
 
 
 VALIDATION_TAG = "kd_imdb.validation_hash"
+SCHEMA = Schema([ColSpec("string", "text"), ColSpec("long", "label")])
+
+
+def dataset_source(source: str) -> DatasetSource:
+    """Where reviews came from, as MLflow names a dataset's source: a local file or folder (the shipped
+    sample included), or a Hugging Face hub id."""
+    path = SAMPLE_PATH if source in ("sample", "", None) else Path(source)
+    if path.exists():
+        return get_dataset_source_from_json(json.dumps({"uri": str(path.resolve())}), source_type="local")
+    return HuggingFaceDatasetSource(path=source)
+
+
+def log_datasets(source: str, splits: Mapping[str, Sequence[str]], content_hash: str = "") -> None:
+    """Each split as a dataset input of the active run (the UI's Dataset column and filter): named
+    ``imdb-<split>``, its digest the ``ids_hash`` of its review ids, so runs that read the same
+    reviews show the same dataset; ``content_hash`` is the data fingerprint soft labels carry."""
+    src = dataset_source(source)
+    for split, ids in splits.items():
+        tags = {"reviews": str(len(ids)), **({"kd_imdb.data_hash": content_hash} if content_hash else {})}
+        dataset = MetaDataset(src, name=f"imdb-{split}", digest=ids_hash(ids), schema=SCHEMA)
+        mlflow.log_input(dataset, context=split, tags=tags)
 
 
 def log_validation_split(ids, with_ids: bool = True) -> None:

@@ -97,6 +97,49 @@ def test_study_tree_pairs_share_initial_weights(study, server_env):
     assert inits[0] != inits[1]  # another seed, other weights
 
 
+def test_runs_are_named_and_tagged_for_the_ui(study):
+    client, exp, study_id = study["client"], study["experiment_id"], study["id"]
+    assert client.get_run(study_id).info.run_name == "study gru8/cnn8 x2"
+    # the search box filters a study's arms by its tag
+    arms = client.search_runs([exp], f"tags.`kd_imdb.study` = '{study_id}' and tags.`kd_imdb.stage` = 'student'")
+    assert len(arms) == 8
+    names = sorted(a.info.run_name for a in arms)
+    assert names[:4] == ["cnn-8 s0 kd", "cnn-8 s0 scratch", "cnn-8 s1 kd", "cnn-8 s1 scratch"]
+    for arm in arms:
+        tags = arm.data.tags
+        assert arm.info.run_name == f"{tags['kd_imdb.config']} s{tags['kd_imdb.seed']} {tags['kd_imdb.arm']}"
+        assert tags["kd_imdb.soft_labels_run_id"] == study["soft_labels_run"]
+    pairs = client.search_runs([exp], f"tags.`kd_imdb.study` = '{study_id}' and tags.`kd_imdb.stage` = 'student_pair'")
+    assert sorted(p.info.run_name for p in pairs) == ["cnn-8 s0", "cnn-8 s1", "gru-8 s0", "gru-8 s1"]
+    for pair in pairs:  # the params its arms share, and a one-line description
+        assert pair.data.params["seed"] == pair.data.tags["kd_imdb.seed"] and pair.data.params["max_len"] == "48"
+        assert pair.data.tags["mlflow.note.content"].startswith(f"{pair.data.tags['kd_imdb.config']} seed ")
+    for arm in arms:
+        tags = arm.data.tags
+        assert tags["mlflow.note.content"].startswith(f"{tags['kd_imdb.config']}, seed {tags['kd_imdb.seed']}, "
+                                                      f"arm {tags['kd_imdb.arm']}: ")
+
+
+def test_configuration_runs_and_the_study_run_hold_the_results(study, server_env, tmp_path):
+    client, exp, study_id = study["client"], study["experiment_id"], study["id"]
+    summary = pd.read_csv(client.download_artifacts(study_id, "results/summary.csv", str(tmp_path)))
+    configs = runs_under(client, exp, study_id)
+    assert len(configs) == 2
+    for config in configs:
+        m = config.data.metrics
+        row = summary[(summary["arch"] + "-" + summary["hidden"].astype(str)) == config.data.tags["kd_imdb.config"]].iloc[0]
+        assert m["kd_test_accuracy"] == round(row["accuracy_kd"], 4)
+        assert m["scratch_test_accuracy_ci_low"] == round(row["accuracy_scratch_low"], 4)
+        assert m["kd_minus_scratch_test_accuracy"] == round(row["accuracy_diff"], 4)
+        assert m["kd_minus_scratch_test_accuracy_ci_high"] == round(row["accuracy_diff_high"], 4)
+        assert 0 <= m["kd_minus_scratch_test_accuracy_p_holm"] <= 1
+    mlflow.set_tracking_uri(server_env["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(experiment_id=exp)  # load_table searches the current experiment
+    table = mlflow.load_table("results/headline.json", run_ids=[study_id])
+    assert sorted(table["student"]) == ["cnn-8", "gru-8"] and set(table["arm"]) == {"kd"}
+    assert list(table["pairs"]) == [2, 2]
+
+
 def test_study_outputs(study):
     client, tmp = study["client"], study["tmp"]
     local = client.download_artifacts(study["id"], "results", str(tmp))

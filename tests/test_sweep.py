@@ -56,6 +56,10 @@ def test_every_trial_is_one_nested_mlflow_run(sweep):
     study = optuna.load_study(study_name="t-sweep", storage=sweep["storage"])
     by_trial = {int(c.data.tags["optuna.trial"]): c for c in children}
     assert len(children) == len(by_trial) == 5  # once each
+    for run in children:  # named by what they are, and not counted among a study's student runs
+        t = float(run.data.params["temperature"])
+        assert run.info.run_name == f"trial {run.data.tags['optuna.trial']} T={t:.3g}"
+        assert run.data.tags["kd_imdb.stage"] == "sweep_trial" and run.data.tags["kd_imdb.sweep"] == sweep["run_id"]
     for trial in study.trials:
         if trial.state == optuna.trial.TrialState.COMPLETE:
             run = by_trial[trial.number]

@@ -7,11 +7,13 @@ import socket
 import subprocess
 import time
 
+import mlflow
 import pandas as pd
 from conftest import BIN, run_cli
 from mlflow.tracking import MlflowClient
 
-from kd_imdb.data import load_data
+from kd_imdb import tracking
+from kd_imdb.data import SAMPLE_PATH, ids_hash, load_data
 from kd_imdb.soft_labels import write_logits
 
 
@@ -43,3 +45,41 @@ def test_a_killed_run_is_closed_killed_by_the_next_command(local_store, tmp_path
     assert client.get_run(run.info.run_id).info.status == "KILLED"
     assert f"closed 1 run(s) KILLED whose process on {socket.gethostname()} is gone: {run.info.run_id}" in proc.stderr
     assert client.get_run(proc.stdout.strip().split()[-1]).info.status == "FINISHED"  # its own run is not touched
+
+
+def test_every_command_logs_into_one_described_experiment(local_store, tmp_path):
+    data = load_data("sample")
+    logits = pd.DataFrame({"id": data.frame["id"].unique(), "logit_0": 0.0, "logit_1": 1.0})
+    write_logits(logits, {"data_hash": data.content_hash}, tmp_path / "l.parquet")
+    env = {"MLFLOW_TRACKING_URI": local_store, "MLFLOW_EXPERIMENT_NAME": "", "MLFLOW_EXPERIMENT_ID": ""}
+    client = MlflowClient(local_store)
+    for args, name in (([], "kd_imdb"), (["--experiment-name", "mine"], "mine")):
+        proc = run_cli(*args, "soft-labels", "--logits-file", str(tmp_path / "l.parquet"), cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        run = client.get_run(proc.stdout.strip().split()[-1])
+        experiment = client.get_experiment(run.info.experiment_id)
+        assert experiment.name == name
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert experiment.tags["mlflow.note.content"].startswith("Knowledge distillation of a transformer teacher")
+    # a user's own description stays
+    client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", "my notes")
+    proc = run_cli("--experiment-name", "mine", "soft-labels", "--logits-file", str(tmp_path / "l.parquet"),
+                   cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert client.get_experiment(experiment.experiment_id).tags["mlflow.note.content"] == "my notes"
+
+
+def test_splits_are_logged_as_datasets_named_by_their_ids(local_store):
+    mlflow.set_tracking_uri(local_store)
+    splits = {"train": ["r3", "r1", "r2"], "test": ["t1"]}
+    with mlflow.start_run() as run:
+        tracking.log_datasets("sample", splits, "abc123")
+    inputs = MlflowClient(local_store).get_run(run.info.run_id).inputs.dataset_inputs
+    by_name = {i.dataset.name: i for i in inputs}
+    assert set(by_name) == {"imdb-train", "imdb-test"}
+    train = by_name["imdb-train"]
+    assert train.dataset.digest == ids_hash(["r1", "r2", "r3"])  # row order does not matter
+    assert str(SAMPLE_PATH) in train.dataset.source
+    assert {t.key: t.value for t in train.tags} == {"mlflow.data.context": "train", "reviews": "3",
+                                                    "kd_imdb.data_hash": "abc123"}
+    assert "stanfordnlp/imdb" in tracking.dataset_source("stanfordnlp/imdb").to_json()
