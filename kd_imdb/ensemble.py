@@ -48,8 +48,8 @@ def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = F
     for r in runs:
         tracking.require_run(r, "soft-labels")
     data_source, data = data, load_data(data, unsupervised=unsupervised)
-    with tracking.start_run(run_name=f"ensemble_labels {method}", tags={"kd_imdb.stage": "soft_labels",
-                                                                         "kd_imdb.teacher": f"ensemble-{method}"}) as run:
+    tags = {"kd_imdb.stage": "soft_labels", "kd_imdb.teacher": f"ensemble-{method}"}
+    with tracking.start_run(run_name=f"ensemble_labels {method}", tags=tags, system_metrics=True) as run:
         tracking.log_params_once({"runs": ",".join(runs), "data": data_source, "unsupervised": unsupervised,
                                   "method": method, "data_hash": data.content_hash})
         aligned = np.stack([load_for_data(r, data).to_numpy(np.float64) for r in runs])  # [k, n, 2]; each checks its fingerprint

@@ -132,7 +132,7 @@ def run(cfg: LinearTeacherConfig) -> str:
     data = load_data(cfg.data, unsupervised=cfg.unsupervised)
     name = KINDS[cfg.kind]
     with tracking.start_run(run_name=f"linear_teacher {name}", tags={"kd_imdb.stage": "soft_labels",
-                                                                      "kd_imdb.teacher": name}) as run:
+                                                                      "kd_imdb.teacher": name}, system_metrics=True) as run:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
         t0 = time.time()
         frame, metrics = fit_logits(data, cfg)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from safetensors.torch import load_file
 
 import kd_imdb
-from kd_imdb.config import StudentSpec
+from kd_imdb.config import ARMS, StudentSpec
 from kd_imdb.metrics import softmax
 from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, load_tokenizer
@@ -45,7 +46,9 @@ def load_student(directory: str | Path):
 
 # The input column is typed Any, not string: with a string column MLflow's scoring server casts JSON
 # 5 and null to "5" and "None" before the model sees them, and scores them as reviews. texts_from
-# checks the types instead, so non-text is answered 400.
+# checks the types instead, so non-text is answered 400. It is named 'text': an unnamed column would
+# let a plain Python list through MLflow's schema check, but the scoring server then refuses the REST
+# form {"inputs": {"text": [...]}}; in Python, pass a list as {"text": [...]} (or kd-imdb predict).
 INPUT_SCHEMA = Schema([ColSpec(AnyType(), "text")])
 
 
@@ -83,7 +86,7 @@ class StudentModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.model, self.tokenizer, self.max_len = load_student(context.artifacts["student"])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         # MlflowExceptions are what the scoring server answers without a stack trace: bad input gets a
         # 400 with one line; anything else a 500 whose traceback stays in the server's log.
         try:
@@ -120,6 +123,14 @@ def model_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", "tokenizers", "safetensors", "pandas", "numpy", "mlflow"]
 
 
+MODEL_DESCRIPTION = (
+    "Tiny GRU/CNN students distilled from a transformer teacher on IMDB (kd_imdb). Input: review texts "
+    "(a list of strings, one string, or a table with a 'text' column). Output: label (1 = positive) and "
+    "the positive-class probability. @champion is the best student by validation accuracy; @best-<arch> "
+    "the best of its architecture. Each version's description names its study, teacher and test accuracy."
+)
+
+
 def register_best(runs: pd.DataFrame, client) -> dict:
     """Register the best student by validation accuracy (never test) as ``kd-imdb-student@champion``,
     and the best of each architecture under the alias ``best-<arch>``. Returns {alias: version}."""
@@ -132,16 +143,36 @@ def register_best(runs: pd.DataFrame, client) -> dict:
     for alias, row in chosen.items():
         run_id = row["run_id"]
         if run_id not in logged:
+            # named after what it is: the logged-model list and the registry's source tell students apart
+            name = re.sub(r"[^A-Za-z0-9._-]", ".", f"student-{row['configuration']}-s{row['seed']}-{row['arm']}")
             with tempfile.TemporaryDirectory() as tmp:
                 student_dir = client.download_artifacts(run_id, "student", tmp)
                 with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                    info = log_pyfunc(student_dir)
+                    info = log_pyfunc(student_dir, name=name)
             logged[run_id] = mlflow.register_model(info.model_uri, REGISTERED_NAME).version
+            describe_version(client, logged[run_id], row)
         client.set_registered_model_alias(REGISTERED_NAME, alias, logged[run_id])
         versions[alias] = logged[run_id]
         log.info("registered %s version %s (%s, val accuracy %.4f) as @%s", REGISTERED_NAME, logged[run_id],
                  row["configuration"], row["val_accuracy"], alias)
+    client.update_registered_model(REGISTERED_NAME, description=MODEL_DESCRIPTION)
     return versions
+
+
+def describe_version(client, version: str, row: pd.Series) -> None:
+    """A registered version's description and tags: what it is, where it came from, how it scored."""
+    run = client.get_run(row["run_id"])
+    study = run.data.tags.get("kd_imdb.study", "")
+    teacher = run.data.params.get("soft_labels_run_id", "")
+    tags = {"arch": row["arch"], "hidden": str(row["hidden"]), "seed": str(row["seed"]), "arm": row["arm"],
+            "teacher_run": teacher, "study_run": study, "val_accuracy": f"{row['val_accuracy']:.4f}",
+            "test_accuracy": f"{row['test_accuracy']:.4f}"}
+    for key, value in tags.items():
+        client.set_model_version_tag(REGISTERED_NAME, version, key, value)
+    client.update_model_version(REGISTERED_NAME, version, description=(
+        f"{row['configuration']} seed {row['seed']}, arm {row['arm']}: {ARMS.get(row['arm'], 'KD from another teacher')}. "
+        f"From study run {study or '(none)'}, soft labels (teacher) run {teacher}. "
+        f"Validation accuracy {row['val_accuracy']:.4f} (selected on it), test accuracy {row['test_accuracy']:.4f}."))
 
 
 def predict_texts(model_uri: str, texts: list[str]) -> pd.DataFrame:

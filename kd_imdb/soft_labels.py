@@ -279,7 +279,7 @@ def run(cfg: SoftLabelsConfig) -> str:
     if not cfg.logits_file:
         tracking.require_run(cfg.teacher_run_id, "teacher")
     data = load_data(cfg.data, unsupervised=cfg.unsupervised)
-    with tracking.start_run(run_name="soft_labels", tags={"kd_imdb.stage": "soft_labels"}) as run:
+    with tracking.start_run(run_name="soft_labels", tags={"kd_imdb.stage": "soft_labels"}, system_metrics=True) as run:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
         if cfg.logits_file:
             frame, fingerprint = read_logits(cfg.logits_file)

@@ -170,7 +170,8 @@ def run(cfg: StudyConfig) -> StudyResult:
     key = cfg.key()
     about = (f"The origin's grid ({format_grid(cfg.grid)}), {cfg.seeds} seed pairs, arms {', '.join(cfg.arm_list())}, "
              f"soft labels {cfg.base.soft_labels_run_id}: the table is results/results.md")
-    with tracking.start_run(run_name=study_name(cfg), tags={"kd_imdb.stage": "study", tracking.DESCRIPTION_TAG: about}) as active:
+    tags = {"kd_imdb.stage": "study", tracking.DESCRIPTION_TAG: about}
+    with tracking.start_run(run_name=study_name(cfg), tags=tags, system_metrics=True) as active:
         experiment_id = active.info.experiment_id
         study_id = ledger.find_study(client, experiment_id, [key, cfg.legacy_key()]) or active.info.run_id
         if study_id != active.info.run_id:

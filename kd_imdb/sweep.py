@@ -103,7 +103,8 @@ def run(cfg: SweepConfig) -> dict:
     tracking.require_run(cfg.base.soft_labels_run_id, "soft-labels")
     executor.make_storage(cfg.storage)  # an unusable storage is an error before the parent run opens
     student = cfg.base.student
-    with tracking.start_run(run_name=f"sweep {student.arch}-{student.hidden}", tags={"kd_imdb.stage": "sweep"}) as parent:
+    with tracking.start_run(run_name=f"sweep {student.name}", tags={"kd_imdb.stage": "sweep"},
+                            system_metrics=True) as parent:
         tracking.log_params_once(cfg.flat())
         tracking.log_config(cfg.flat())
         study = load_study(cfg)  # creates the study before the workers race for it

@@ -286,7 +286,7 @@ def run(cfg: TeacherConfig) -> str:
     if not is_main_process():  # torchrun workers train; rank 0 alone talks to MLflow
         fine_tune(cfg, data)
         return ""
-    with tracking.start_run(run_name="teacher", tags={"kd_imdb.stage": "teacher"}) as run:
+    with tracking.start_run(run_name="teacher", tags={"kd_imdb.stage": "teacher"}, system_metrics=True) as run:
         tracking.log_params_once({**asdict(cfg), "data_hash": data.content_hash})
         tracking.log_validation_split(data.split("validation")["id"])
         tracking.log_datasets(data.source, {split: data.split(split)["id"].tolist() for split in ("train", "validation", "test")},

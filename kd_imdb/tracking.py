@@ -95,16 +95,25 @@ def describe_experiment(experiment_id: str) -> None:
         client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, EXPERIMENT_DESCRIPTION)
 
 
+def system_metrics_on() -> bool:
+    """Whether long runs sample CPU, memory, disk and network (MLflow's system metrics, every 10 s):
+    on unless KD_IMDB_SYSTEM_METRICS is 0 or false."""
+    return os.environ.get("KD_IMDB_SYSTEM_METRICS", "1").lower() not in ("0", "false")
+
+
 @contextlib.contextmanager
-def start_run(run_name: str | None = None, nested: bool = False, tags: dict | None = None) -> Iterator[mlflow.ActiveRun]:
-    """``mlflow.start_run``, nested under the active run if there is one.
+def start_run(run_name: str | None = None, nested: bool = False, tags: dict | None = None,
+              system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """``mlflow.start_run``, nested under the active run if there is one; ``system_metrics``: a long
+    run (teacher, soft labels, study, sweep) also logs MLflow's system metrics (``system_metrics_on``).
 
     At top level it resumes the run ``mlflow run`` created (MLFLOW_RUN_ID), so a stage called from
     another (the demo) lands under it. On an exception the run ends FAILED (mlflow's context manager
     does that) and the exception goes on.
     """
     nested = nested or mlflow.active_run() is not None
-    with mlflow.start_run(run_name=run_name, nested=nested, tags={**owner_tags(), **(tags or {})}) as run:
+    with mlflow.start_run(run_name=run_name, nested=nested, tags={**owner_tags(), **(tags or {})},
+                          log_system_metrics=system_metrics and system_metrics_on()) as run:
         yield run
 
 

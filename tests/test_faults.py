@@ -79,7 +79,9 @@ def test_sigkill_of_the_study_process(env, labels, tmp_path):
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     args = ["study", "--soft-labels-run-id", labels, "--workers", "1", *GRID]
     proc = popen(args, env, tmp_path, start_new_session=True)
-    wait_for("a finished arm", lambda: arm_runs_of(client, "fault-study", "FINISHED"), proc)
+    # kill while an arm runs (after one finished): between seed pairs no arm run is open
+    wait_for("a finished arm and a running one", lambda: arm_runs_of(client, "fault-study", "FINISHED")
+             and arm_runs_of(client, "fault-study", "RUNNING"), proc)
     os.kill(proc.pid, signal.SIGKILL)  # the study process only: its workers must die with it
     proc.wait()
     time.sleep(2)

@@ -75,3 +75,22 @@ def test_search_table_has_a_row_per_arm_run():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| gru-")]
     assert rows == ["| gru-64 | len 512 | kd_transfer | 0 | 0.9112 | 0.9127 | 4 | 21 |",
                     "| gru-64 | len 512 | scratch | 0 | 0.8900 | 0.8910 | 2 | 7 |"]
+
+
+def test_budget_curve_pairs_each_arm_with_scratch_per_budget(tmp_path):
+    # two budgets, three seed pairs each; kd gains 0.02 + 0.01 * seed at 1,000 labels, nothing at 22,500
+    entries = []
+    for budget, gain in ((1000, 0.02), (22500, 0.0)):
+        rows = [{"arch": "gru", "hidden": 32, "seed": s, "arm": arm, "test_accuracy": acc}
+                for s in range(3) for arm, acc in (("scratch", 0.80), ("kd", 0.80 + gain + (0.01 * s if gain else 0)),
+                                                   ("kd_transfer", 0.85))]
+        pd.DataFrame(rows).to_csv(tmp_path / f"{budget}.csv", index=False)
+        entries.append(f"{budget}={tmp_path / f'{budget}.csv'}")
+    out = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "budget_curve.py"), *entries[::-1],
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| GRU-32")]
+    assert len(rows) == 2 and rows[0].startswith("| GRU-32 | 1,000 | 3 | 0.800 ")  # sorted by budget
+    assert "| +0.030 [+0.005, +0.055] |" in rows[0]  # kd − scratch: 0.02, 0.03, 0.04 (t CI, 2 df)
+    assert "| +0.050 [" in rows[1] and "| +0.000 [" in rows[1]  # no spread over seeds: no CI
+    assert (tmp_path / "out" / "kd_gain_vs_budget.png").stat().st_size > 10_000

@@ -134,8 +134,10 @@ def test_configuration_runs_and_the_study_run_hold_the_results(study, server_env
         assert m["kd_minus_scratch_test_accuracy_ci_high"] == round(row["accuracy_diff_high"], 4)
         assert 0 <= m["kd_minus_scratch_test_accuracy_p_holm"] <= 1
     mlflow.set_tracking_uri(server_env["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(experiment_id=exp)  # load_table searches the current experiment
-    table = mlflow.load_table("results/headline.json", run_ids=[study_id])
+    logged = mlflow.artifacts.load_dict(f"runs:/{study_id}/results/headline.json")  # mlflow.log_table's format
+    table = pd.DataFrame(logged["data"], columns=logged["columns"])
+    assert json.loads(client.get_run(study_id).data.tags["mlflow.loggedArtifacts"]) == [
+        {"path": "results/headline.json", "type": "table"}]  # what the UI's table view lists
     assert sorted(table["student"]) == ["cnn-8", "gru-8"] and set(table["arm"]) == {"kd"}
     assert list(table["pairs"]) == [2, 2]
 
@@ -174,6 +176,15 @@ def test_registry_champion_is_best_by_validation(study, server_env):
         best = client.get_model_version_by_alias("kd-imdb-student", f"best-{arch}")
         part = runs[runs["arch"] == arch]
         assert best.run_id == part.loc[part["val_accuracy"].idxmax(), "run_id"]
+    # the registry explains itself: the model and each version described and tagged
+    assert client.get_registered_model("kd-imdb-student").description.startswith("Tiny GRU/CNN students distilled")
+    row = runs.loc[runs["val_accuracy"].idxmax()]
+    assert champion.tags["arm"] == row["arm"] and champion.tags["hidden"] == str(row["hidden"])
+    assert champion.tags["test_accuracy"] == f"{row['test_accuracy']:.4f}"
+    assert champion.tags["study_run"] == study["id"] and champion.tags["teacher_run"] == study["soft_labels_run"]
+    assert champion.description.startswith(f"{row['configuration']} seed {row['seed']}, arm {row['arm']}: ")
+    logged = client.search_logged_models([study["experiment_id"]], filter_string=f"source_run_id = '{champion.run_id}'")
+    assert [m.name for m in logged] == [f"student-{row['configuration']}-s{row['seed']}-{row['arm']}"]
 
 
 def test_registered_model_ships_code_without_the_sample(study, server_env):

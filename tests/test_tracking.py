@@ -83,3 +83,19 @@ def test_splits_are_logged_as_datasets_named_by_their_ids(local_store):
     assert {t.key: t.value for t in train.tags} == {"mlflow.data.context": "train", "reviews": "3",
                                                     "kd_imdb.data_hash": "abc123"}
     assert "stanfordnlp/imdb" in tracking.dataset_source("stanfordnlp/imdb").to_json()
+
+
+def test_long_runs_log_system_metrics_unless_switched_off(local_store, tmp_path):
+    client = MlflowClient(local_store)
+    seen = {}
+    for switch in ("1", "0"):
+        # sample every second (MLflow's default is 10 s) so that a linear teacher on the sample gets samples
+        env = {"MLFLOW_TRACKING_URI": local_store, "KD_IMDB_SYSTEM_METRICS": switch,
+               "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1", "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING": "1"}
+        proc = run_cli("linear-teacher", "--kind", "nbsvm", "--max-ngram", "3", "--c-grid", "0.01,0.1,1,10",
+                       cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        metrics = client.get_run(proc.stdout.strip().split()[-1]).data.metrics
+        seen[switch] = sorted(k for k in metrics if k.startswith("system/"))
+    assert "system/cpu_utilization_percentage" in seen["1"] and "system/system_memory_usage_megabytes" in seen["1"]
+    assert seen["0"] == []
