@@ -36,6 +36,11 @@ ARMS = {
 MODES = ("pair", *ARMS)
 
 
+def describe_arm(arm: str) -> str:
+    """How ``arm`` trains, in words (run and registry descriptions)."""
+    return ARMS.get(arm) or f"KD loss with teacher {arm[3:]}'s soft labels"
+
+
 def is_arm(arm: str, teachers: Mapping[str, str]) -> bool:
     """An arm of ``ARMS``, or ``kd@NAME`` with NAME among ``teachers``."""
     return arm in ARMS or (arm.startswith("kd@") and arm[3:] in teachers)

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from kd_imdb import analysis, tracking
-from kd_imdb.config import ARMS, ArmConfig, StudentSpec
+from kd_imdb.config import ArmConfig, StudentSpec, describe_arm
 from kd_imdb.data import ImdbData, label_budget, load_data
 from kd_imdb.losses import hard_loss, kd_loss, margin_mse_loss
 from kd_imdb.metrics import classification_metrics, prefixed, softmax
@@ -171,10 +171,9 @@ def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split]
     """
     va, te = splits["validation"], splits["test"]
     # tags that filter arm runs in the UI's search box, e.g. tags.kd_imdb.arm = 'kd'
-    how = ARMS.get(arm) or f"KD loss with teacher {arm[3:]}'s soft labels"
     mlflow.set_tags({"kd_imdb.stage": "student", "kd_imdb.arm": arm, "kd_imdb.config": cfg.student.name,
                      "kd_imdb.seed": str(cfg.seed), "kd_imdb.soft_labels_run_id": cfg.soft_labels_run_id,
-                     tracking.DESCRIPTION_TAG: f"{cfg.student.name}, seed {cfg.seed}, arm {arm}: {how}; "
+                     tracking.DESCRIPTION_TAG: f"{cfg.student.name}, seed {cfg.seed}, arm {arm}: {describe_arm(arm)}; "
                                                f"{cfg.epochs} epochs at {cfg.training.max_len} words"})
     if arm.startswith("kd@"):
         mlflow.set_tag("kd_imdb.teacher_run_id", cfg.distillation.teachers[arm[3:]])

@@ -20,8 +20,9 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from kd_imdb import tracking
+
 FINISHED, KILLED = "FINISHED", "KILLED"
-DESCRIPTION = "mlflow.note.content"  # the run's description in the UI
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,14 @@ def plan(client: MlflowClient, experiment_id: str, study_id: str, configurations
         name = config_name(configuration)
         config_id = child_run(client, experiment_id, study_id, "kd_imdb.config", name, name,
                               {"kd_imdb.stage": "study_config", "kd_imdb.study": study_id,
-                               DESCRIPTION: f"{name}: {', '.join(arms)} over {len(seeds)} seed pairs; each arm's mean "
-                                            "test accuracy and its difference from scratch as metrics"})
+                               tracking.DESCRIPTION_TAG: f"{name}: {', '.join(arms)} over {len(seeds)} seed pairs; "
+                                                         "each arm's mean test accuracy and its difference from "
+                                                         "scratch as metrics"})
         for seed in seeds:
             pair_id = child_run(client, experiment_id, config_id, "kd_imdb.seed", str(seed), f"{name} s{seed}",
                                 {"kd_imdb.stage": "student_pair", "kd_imdb.config": name, "kd_imdb.study": study_id,
-                                 DESCRIPTION: f"{name} seed {seed}: the arms {', '.join(arms)} from identical "
-                                              "initial weights and batch order"})
+                                 tracking.DESCRIPTION_TAG: f"{name} seed {seed}: the arms {', '.join(arms)} from "
+                                                           "identical initial weights and batch order"})
             if close_stale:
                 close_stale_runs(client, experiment_id, pair_id)
             missing = tuple(missing_arms(client, experiment_id, pair_id, arms))

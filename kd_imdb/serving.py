@@ -23,7 +23,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from safetensors.torch import load_file
 
 import kd_imdb
-from kd_imdb.config import ARMS, StudentSpec
+from kd_imdb.config import StudentSpec, describe_arm
 from kd_imdb.metrics import softmax
 from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, load_tokenizer
@@ -125,7 +125,7 @@ def model_requirements() -> list[str]:
 
 MODEL_DESCRIPTION = (
     "Tiny GRU/CNN students distilled from a transformer teacher on IMDB (kd_imdb). Input: review texts "
-    "(a list of strings, one string, or a table with a 'text' column). Output: label (1 = positive) and "
+    "(a table with a 'text' column, or {'text': [...]}). Output: label (1 = positive) and "
     "the positive-class probability. @champion is the best student by validation accuracy; @best-<arch> "
     "the best of its architecture. Each version's description names its study, teacher and test accuracy."
 )
@@ -170,7 +170,7 @@ def describe_version(client, version: str, row: pd.Series) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_NAME, version, key, value)
     client.update_model_version(REGISTERED_NAME, version, description=(
-        f"{row['configuration']} seed {row['seed']}, arm {row['arm']}: {ARMS.get(row['arm'], 'KD from another teacher')}. "
+        f"{row['configuration']} seed {row['seed']}, arm {row['arm']}: {describe_arm(row['arm'])}. "
         f"From study run {study or '(none)'}, soft labels (teacher) run {teacher}. "
         f"Validation accuracy {row['val_accuracy']:.4f} (selected on it), test accuracy {row['test_accuracy']:.4f}."))
 

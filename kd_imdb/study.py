@@ -68,7 +68,7 @@ def train_missing_arms(student: ArmConfig, pair_id: str, missing: list[str], tok
         for arm in missing:
             with mlflow.start_run(run_name=student.run_name(arm), nested=True, tags={**tracking.owner_tags(), **study_tag}):
                 experiment.train_arm(student, arm, tok, splits)
-        _log_pair_summary(MlflowClient(), pair_id)
+        _log_pair_summary(client, pair_id)
 
 
 def _log_pair_summary(client: MlflowClient, pair_id: str) -> None:
