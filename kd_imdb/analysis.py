@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # our plots: no pyplot, no global figure s
 from optuna.visualization import matplotlib as ovm
 
 from kd_imdb import stats
+from kd_imdb.config import describe_arm
 from kd_imdb.metrics import softmax
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,18 @@ def pair_table(results: dict[str, dict[str, dict]]) -> str:
                 cells.append("" if value is None else f"{value:.3f}")
         agree = arms.get("kd", {}).get("test_teacher_agreement")
         rows.append(f"| {name} | " + " | ".join(cells) + f" | {'' if agree is None else f'{agree:.3f}'} |")
+    return "\n".join(rows)
+
+
+def arm_table(student: str, results: dict[str, dict]) -> str:
+    """One row per arm of one seed (the demo): what the arm learns from, test accuracy and its gain over
+    scratch, F1, ECE and agreement with the teacher."""
+    rows = ["| student | arm | learns from | test accuracy | Δ vs scratch | F1 | ECE | teacher agreement |", "|---" * 8 + "|"]
+    base = results.get("scratch", {}).get("test_accuracy")
+    for arm, m in results.items():
+        delta = "" if base is None or arm == "scratch" else f"{m['test_accuracy'] - base:+.3f}"
+        rows.append(f"| {student} | {arm} | {describe_arm(arm)} | {m['test_accuracy']:.3f} | {delta} | {m['test_f1']:.3f} "
+                    f"| {m['test_ece']:.3f} | {m.get('test_teacher_agreement', float('nan')):.3f} |")
     return "\n".join(rows)
 
 

@@ -107,8 +107,30 @@ def load_data(
     return data
 
 
-def _read_source(source: str) -> tuple[pd.DataFrame, str]:
-    """Read ``source`` into a frame with text, label and split (unvalidated)."""
+def load_labelled(source: str = "sample", split: str = "test") -> pd.DataFrame:
+    """The labelled reviews of ``source`` to evaluate a model on (columns id, text, label): the rows of
+    ``split`` (``all``: every labelled row). A file without a split column is read whole, with no
+    held-out part, so a user's own labelled file is scored in full."""
+    raw, where = _read_source(source, hold_out=False)
+    _require_columns(raw, where)
+    splits = raw["split"].astype(str) if "split" in raw.columns else pd.Series("all", index=raw.index)
+    frame = raw[(splits != "unsupervised") & ((split == "all") | (splits == split) | (splits == "all"))]
+    if frame.empty:
+        found = ", ".join(sorted(set(splits) - {"unsupervised"})) or "none"
+        raise DataError(f"{where}: no labelled reviews in split {split!r} (labelled splits: {found}); "
+                        "pass --split with one of them, or all")
+    frame = frame[["text", "label"]].reset_index(drop=True)
+    _check_texts(frame, where)
+    empty = frame["text"].str.strip() == ""
+    if empty.any():
+        raise DataError(f"{where}: {int(empty.sum())} empty review(s) (first at row {int(np.flatnonzero(empty)[0])}); "
+                        "drop them or fill in their text")
+    _check_labels(frame, where)
+    return frame.assign(id=frame["text"].map(review_id), label=frame["label"].astype(int))[["id", "text", "label"]]
+
+
+def _read_source(source: str, hold_out: bool = True) -> tuple[pd.DataFrame, str]:
+    """Read ``source`` into a frame with text, label and split (unvalidated); ``hold_out``: see _read_file."""
     if source in ("sample", "", None):
         return _read_file(SAMPLE_PATH), str(SAMPLE_PATH)
     path = Path(source).expanduser()
@@ -119,7 +141,7 @@ def _read_source(source: str) -> tuple[pd.DataFrame, str]:
     if path.suffix.lower() in FILE_SUFFIXES:
         if not path.exists():
             raise DataError(f"{path}: file not found; pass an existing file, folder or hub id as data")
-        return _read_file(path), str(path)
+        return _read_file(path, hold_out), str(path)
     if path.exists():
         raise DataError(f"{path}: unsupported file type; use .csv, .jsonl or .parquet")
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
@@ -127,9 +149,9 @@ def _read_source(source: str) -> tuple[pd.DataFrame, str]:
     return _read_hub(source), f"hub:{source}"
 
 
-def _read_file(path: Path) -> pd.DataFrame:
-    """One CSV/JSONL/parquet file. Without a ``split`` column all rows are train and a seeded 20% is
-    held out as test (stratified), so a single labelled file still gives a final report."""
+def _read_file(path: Path, hold_out: bool = True) -> pd.DataFrame:
+    """One CSV/JSONL/parquet file. Without a ``split`` column all rows are train and (``hold_out``) a
+    seeded 20% is held out as test (stratified), so a single labelled file still gives a final report."""
     import datasets
 
     kind = FILE_SUFFIXES[path.suffix.lower()]
@@ -149,7 +171,7 @@ def _read_file(path: Path) -> pd.DataFrame:
     if len(frame) == 0:
         raise DataError(f"{path}: the file has no rows; add reviews (a text column and a 0/1 label column)")
     _require_columns(frame, path)
-    if "split" not in frame.columns:
+    if "split" not in frame.columns and hold_out:
         from sklearn.model_selection import train_test_split
 
         _check_labels(frame, path)

@@ -22,11 +22,15 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 
 @pytest.fixture(autouse=True)
 def mlflow_environment_restored():
-    """``mlflow.set_experiment`` and ``set_tracking_uri`` write ``os.environ`` (for child processes): an
-    in-process test's store must not leak into a later test's subprocesses (MLFLOW_EXPERIMENT_ID of a
-    store that is gone)."""
+    """``mlflow.set_experiment`` and ``set_tracking_uri`` write ``os.environ`` (for child processes) and
+    MLflow's module state: an in-process test's store must not leak into a later test (MLFLOW_EXPERIMENT_ID,
+    or the fluent API's active experiment, naming an experiment of a store that is gone: "No Experiment
+    with id=1 exists" in whichever file the worker ran next)."""
+    from mlflow.tracking import fluent
+
     before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
     yield
+    fluent._active_experiment_id = None  # no public reset; set_experiment is the only writer
     for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in before]:
         del os.environ[key]
     os.environ.update(before)
@@ -111,7 +115,12 @@ def db_template(tmp_path_factory) -> Path:
     from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("db_template") / "mlflow.db"
-    MlflowClient(f"sqlite:///{path}").search_experiments()
+    cwd = os.getcwd()
+    os.chdir(path.parent)  # the Default experiment's artifact root is ./mlruns of the cwd at creation: not the repo's
+    try:
+        MlflowClient(f"sqlite:///{path}").search_experiments()
+    finally:
+        os.chdir(cwd)
     return path
 
 

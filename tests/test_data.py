@@ -109,7 +109,7 @@ def test_val_fraction(sample):
 def test_unsupervised_only_on_request(sample, raw_sample):
     assert "unsupervised" not in set(sample.frame["split"])
     data = load_data("sample", unsupervised=True)
-    assert data.counts() == {"train": 900, "validation": 100, "test": 1000, "unsupervised": 500}
+    assert data.counts() == {"train": 900, "validation": 100, "test": 1000, "unsupervised": 5500}
     unsup = data.split("unsupervised")
     assert set(unsup["label"]) == {-1}
     assert sorted(unsup["id"]) == sorted(raw_sample.loc[raw_sample["split"] == "unsupervised", "text"].map(sha16))
