@@ -24,7 +24,7 @@ from optuna.visualization import matplotlib as ovm
 
 from kd_imdb import stats
 from kd_imdb.config import describe_arm
-from kd_imdb.metrics import softmax
+from kd_imdb.metrics import reliability_curve, softmax
 
 log = logging.getLogger(__name__)
 
@@ -241,12 +241,7 @@ def plot_reliability(runs: pd.DataFrame, predictions: dict, path: Path, n_bins: 
             continue
         allp = pd.concat(frames)
         probs = softmax(allp[["logit_0", "logit_1"]].to_numpy())
-        conf, correct = probs.max(1), probs.argmax(1) == allp["label"].to_numpy()
-        edges = np.linspace(0.5, 1.0, n_bins + 1)
-        idx = np.clip(np.digitize(conf, edges) - 1, 0, n_bins - 1)
-        xs = [conf[idx == b].mean() for b in range(n_bins) if (idx == b).any()]
-        ys = [correct[idx == b].mean() for b in range(n_bins) if (idx == b).any()]
-        ax.plot(xs, ys, "o-", label=arm)
+        ax.plot(*reliability_curve(probs.max(1), probs.argmax(1) == allp["label"].to_numpy(), n_bins), "o-", label=arm)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability (test, all students and seeds)")

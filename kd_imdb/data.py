@@ -121,10 +121,7 @@ def load_labelled(source: str = "sample", split: str = "test") -> pd.DataFrame:
                         "pass --split with one of them, or all")
     frame = frame[["text", "label"]].reset_index(drop=True)
     _check_texts(frame, where)
-    empty = frame["text"].str.strip() == ""
-    if empty.any():
-        raise DataError(f"{where}: {int(empty.sum())} empty review(s) (first at row {int(np.flatnonzero(empty)[0])}); "
-                        "drop them or fill in their text")
+    _check_not_empty(frame, where)
     _check_labels(frame, where)
     return frame.assign(id=frame["text"].map(review_id), label=frame["label"].astype(int))[["id", "text", "label"]]
 
@@ -328,6 +325,16 @@ def _check_texts(frame: pd.DataFrame, where) -> None:
         raise DataError(f"{where}: non-text values in the text column; every review must be a string")
 
 
+def _check_not_empty(frame: pd.DataFrame, where) -> None:
+    """No review that is empty or whitespace only; names how many and the first row."""
+    empty = frame["text"].str.strip() == ""
+    if empty.any():
+        raise DataError(
+            f"{where}: {int(empty.sum())} empty review(s) (first at row {int(np.flatnonzero(empty)[0])}); "
+            "drop them or fill in their text"
+        )
+
+
 def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     _require_columns(frame, where)
     frame = frame[["text", "label", "split"]].copy()
@@ -335,12 +342,7 @@ def _validate(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     if unknown:
         raise DataError(f"{where}: unknown split(s) {unknown}; use train, test or unsupervised")
     _check_texts(frame, where)
-    empty = frame["text"].str.strip() == ""
-    if empty.any():
-        raise DataError(
-            f"{where}: {int(empty.sum())} empty review(s) (first at row {int(np.flatnonzero(empty)[0])}); "
-            "drop them or fill in their text"
-        )
+    _check_not_empty(frame, where)
     _check_labels(frame, where)
     frame.loc[frame["split"] == "unsupervised", "label"] = -1
     frame["label"] = frame["label"].astype(int)

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from kd_imdb import teacher, tracking
 from kd_imdb.data import load_labelled
-from kd_imdb.metrics import classification_metrics, softmax
+from kd_imdb.metrics import classification_metrics, reliability_curve, softmax
 from kd_imdb.serving import load_student
 from kd_imdb.stats import accuracy_ci
 from kd_imdb.tokenizer import encode_texts
@@ -111,19 +111,16 @@ def confusion(labels: np.ndarray, predicted: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reliability_figure(probability: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> Figure:
-    """Accuracy against confidence in equal-width bins, with the share of reviews per bin."""
+def reliability_figure(probability: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> Figure:
+    """Accuracy against confidence in equal-width confidence bins (metrics.reliability_curve)."""
     confidence = np.maximum(probability, 1 - probability)
-    correct = (probability >= 0.5).astype(int) == labels
-    bins = np.clip(((confidence - 0.5) * 2 * n_bins).astype(int), 0, n_bins - 1)
-    used = [b for b in range(n_bins) if (bins == b).any()]
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
     ax.plot([0.5, 1], [0.5, 1], ":", color="grey", label="perfect calibration")
-    ax.plot([confidence[bins == b].mean() for b in used], [correct[bins == b].mean() for b in used], "o-", label="model")
+    ax.plot(*reliability_curve(confidence, correct, n_bins), "o-", label="model")
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability ({len(labels):,} reviews)")
+    ax.set_title(f"Reliability ({len(correct):,} reviews)")
     ax.legend()
     fig.tight_layout()
     return fig
@@ -144,13 +141,14 @@ def run(cfg: EvaluateConfig) -> tuple[str, dict[str, float]]:
         seconds = time.time() - t0
         mlflow.set_tag("kd_imdb.model_kind", kind)
         metrics = classification_metrics(logits, labels)
-        _, low, high = accuracy_ci(logits.argmax(axis=1) == labels)
+        predicted = logits.argmax(axis=1)
+        _, low, high = accuracy_ci(predicted == labels)
         metrics.update(accuracy_ci_low=low, accuracy_ci_high=high, reviews_per_s=len(reviews) / seconds)
         mlflow.log_metrics(metrics)
         probability = softmax(logits)[:, 1]
-        mlflow.log_table(confusion(labels, logits.argmax(axis=1)), "evaluation/confusion.json")
-        mlflow.log_figure(reliability_figure(probability, labels), "evaluation/reliability.png")
-        mlflow.log_table(reviews[["id", "label"]].assign(probability=probability, predicted=logits.argmax(axis=1)),
+        mlflow.log_table(confusion(labels, predicted), "evaluation/confusion.json")
+        mlflow.log_figure(reliability_figure(probability, predicted == labels), "evaluation/reliability.png")
+        mlflow.log_table(reviews[["id", "label"]].assign(probability=probability, predicted=predicted),
                          "evaluation/predictions.json")
         log.info("%s on %d reviews: accuracy %.4f [%.4f, %.4f]", cfg.model, len(reviews), metrics["accuracy"], low, high)
         return active.info.run_id, metrics

@@ -28,6 +28,15 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     return float(ece)
 
 
+def reliability_curve(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> tuple[list[float], list[float]]:
+    """A reliability diagram's points: mean confidence and accuracy in each of ``n_bins`` equal-width
+    confidence bins over [0.5, 1] (two classes), empty bins left out."""
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    idx = np.clip(np.digitize(confidence, edges) - 1, 0, n_bins - 1)
+    used = [b for b in range(n_bins) if (idx == b).any()]
+    return [float(confidence[idx == b].mean()) for b in used], [float(correct[idx == b].mean()) for b in used]
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, teacher_logits: np.ndarray | None = None) -> dict:
     """Metrics of 2-class ``logits`` [n, 2] against 0/1 ``labels`` [n]; agreement with the teacher if given."""
     labels = np.asarray(labels).astype(int)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kd_imdb.metrics import classification_metrics, expected_calibration_error
+from kd_imdb.metrics import classification_metrics, expected_calibration_error, reliability_curve
 
 
 def test_metrics_against_hand_counts():
@@ -21,3 +21,10 @@ def test_ece_hand_computed():
     conf = np.array([0.95, 0.95, 0.65, 0.65])
     correct = np.array([True, True, True, False])
     assert expected_calibration_error(conf, correct, n_bins=10) == pytest.approx(0.1)
+
+
+def test_reliability_curve_averages_confidence_and_accuracy_per_bin():
+    confidence = np.array([0.52, 0.58, 0.91, 0.99, 1.0])
+    correct = np.array([True, False, True, True, False])
+    xs, ys = reliability_curve(confidence, correct, n_bins=5)  # bins of width 0.1 over [0.5, 1]; 1.0 joins the last
+    assert xs == pytest.approx([0.55, (0.91 + 0.99 + 1.0) / 3]) and ys == pytest.approx([0.5, 2 / 3])
