@@ -41,6 +41,12 @@ def friendly_errors(fn):
     return wrapper
 
 
+def none_means_empty(ctx, param, value: str) -> str:
+    """'none' is an empty string option's 'not given': the MLproject's defaults say none rather than "",
+    which ``mlflow run`` would log shell-quoted, as the param value ''."""
+    return "" if value == "none" else value
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("--experiment-name", "experiment_name", default=None, metavar="NAME",
@@ -77,23 +83,35 @@ DATA_HELP = ("'sample' (shipped), a folder with {train,test,unsupervised}.parque
 @click.option("--val-fraction", "val_fraction", default=0.1, show_default=True, type=float)
 @click.option("--checkpoint-dir", "checkpoint_dir", default="checkpoints", show_default=True,
               help="Trainer checkpoints; rerunning the same config resumes from them.")
+@click.option("--register", default=True, show_default=True, type=bool,
+              help="Log the teacher as an MLflow model and register it as kd-imdb-teacher (kd-imdb predict, "
+              "mlflow models serve).")
 @friendly_errors
 def teacher(**kwargs) -> None:
     """Fine-tune the teacher and log it with its validation and test metrics."""
-    run_id = teacher_mod.run(teacher_mod.TeacherConfig(**kwargs))
+    cfg = teacher_mod.TeacherConfig(**kwargs)
+    run_id = teacher_mod.run(cfg)
+    if run_id and cfg.register:
+        from mlflow import MlflowClient
+
+        from kd_imdb.serving import TEACHER_NAME, register_teacher
+
+        version = register_teacher(run_id, MlflowClient())
+        click.echo(f"registered {TEACHER_NAME} version {version}: models:/{TEACHER_NAME}/{version}")
     if run_id:
-        click.echo(f"teacher run: {run_id}")
+        click.echo(f"teacher run: {run_id}")  # the last line: scripts read the run id there
 
 
 @main.command("soft-labels")
-@click.option("--teacher-run-id", "teacher_run_id", default="", help="Run id of a teacher run to label with.")
+@click.option("--teacher-run-id", "teacher_run_id", default="", callback=none_means_empty,
+              help="Run id of a teacher run to label with.")
 @click.option("--data", default="sample", show_default=True, help=DATA_HELP)
 @click.option("--unsupervised", default=False, show_default=True, type=bool,
               help="Also label the unlabelled reviews (a transfer set).")
 @click.option("--batch-size", "batch_size", default=64, show_default=True, type=int)
 @click.option("--onnx-int8", "onnx_int8", default=False, show_default=True, type=bool,
               help="Label with ONNX Runtime int8 (faster on CPU); agreement with fp32 is logged.")
-@click.option("--logits-file", "logits_file", default="",
+@click.option("--logits-file", "logits_file", default="", callback=none_means_empty,
               help="Register this existing logits file (id, logit_0, logit_1) instead of running the teacher.")
 @click.option("--cache-dir", "cache_dir", default="checkpoints", show_default=True,
               help="Labelled chunks are cached here; a killed job resumes.")
@@ -189,6 +207,8 @@ def config_options(defaults: dict, help: dict[str, str] | None = None, required:
         for name, default in reversed(defaults.items()):
             kind = click.Choice(ARCHS) if name == "arch" else type(default)
             extra = {"required": True} if name in required else {"default": default, "show_default": True}
+            if default == "":
+                extra["callback"] = none_means_empty
             fn = click.option("--" + name.replace("_", "-"), name, type=kind, help=help.get(name), **extra)(fn)
         return fn
 
@@ -360,7 +380,8 @@ def read_reviews(path: str) -> list[str]:
 
 @main.command()
 @click.option("--model", "model_uri", default="models:/kd-imdb-student@champion", show_default=True,
-              help="A pyfunc student: models:/name@alias, runs:/<id>/model or a local folder.")
+              help="A pyfunc student or teacher: models:/name@alias (kd-imdb-student@champion), "
+              "models:/kd-imdb-teacher/<version>, runs:/<id>/<model name> or a local folder.")
 @click.option("--input", "input_path", default="",
               help="Read reviews from this file (- = stdin): one per line, or JSON Lines with a 'text' field. "
               "Long reviews can exceed the command line's length limit.")

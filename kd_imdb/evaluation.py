@@ -1,6 +1,7 @@
 """Evaluate a shipped model on a user's own labelled reviews, as one MLflow run (``kd-imdb evaluate``).
 
-The model is a pyfunc student (``models:/kd-imdb-student@champion``, ``runs:/<id>/model`` or a folder),
+The model is a pyfunc student or teacher (``models:/kd-imdb-student@champion``, ``models:/kd-imdb-teacher/1``,
+``runs:/<id>/<model name>`` or a folder),
 any arm run's student (``runs:/<arm run>/student``), or a teacher run's model
 (``runs:/<teacher run>/model``: a transformers checkpoint, read at the window it was trained on). The
 run logs the metrics every other stage logs, the accuracy's Wilson interval, the confusion table
@@ -86,7 +87,7 @@ def score(model_uri: str, texts: list[str]) -> tuple[np.ndarray, str]:
         raise ValueError(f"cannot load model {model_uri} ({str(exc).splitlines()[0][:160]}); "
                          "check the URI and MLFLOW_TRACKING_URI") from exc
     kind = model_kind(local)
-    if kind != "teacher":
+    if kind == "student" or (kind == "pyfunc" and not (local / "artifacts" / "teacher").is_dir()):
         # A tiny GRU/CNN step cannot keep several threads busy, and beside other jobs the threads fight:
         # one thread scored 8x as many reviews/s as two on this 2-core machine with a study running.
         torch.set_num_threads(1)

@@ -6,7 +6,9 @@ a trial; both come here.
 
 Local workers are spawned processes (fresh interpreters: no forked OpenMP state) with one intra-op
 thread each: on a small CPU, single-thread workers beat one process using all cores, because tiny
-GRU/CNN steps cannot keep several threads busy. They die with the process that started them.
+GRU/CNN steps cannot keep several threads busy. They die with the process that started them. The
+parent draws one progress bar over the cells; a worker shows what it is doing there (``status``), so
+the console holds one line, not one interleaved bar per worker.
 
 The shared queue: one Optuna trial per cell is enqueued (``Study.enqueue_trial``). Optuna makes the pop
 atomic, so no cell runs twice; heartbeats mark a killed worker's trial FAILED after a grace period and
@@ -19,6 +21,7 @@ import ctypes
 import functools
 import multiprocessing as mp
 import os
+import queue as queues
 import signal
 import socket
 import sys
@@ -31,6 +34,7 @@ import mlflow
 import optuna
 import torch
 from sqlalchemy.pool import NullPool
+from tqdm.auto import tqdm
 
 # Heartbeats and their retry callback are "experimental" in Optuna: one warning per worker and call,
 # about features this module relies on deliberately.
@@ -55,17 +59,34 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
-def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str) -> None:
+_status: tuple[Any, int] | None = None  # in a local worker with a parent's progress bar: (its queue, our index)
+
+
+def status_reporter() -> Callable[[str], None] | None:
+    """In a local worker whose parent draws a progress bar: a function that shows a line of text as this
+    worker's status there. Elsewhere None (the caller draws its own progress)."""
+    return _report if _status is not None else None
+
+
+def _report(text: str | None) -> None:
+    channel, index = _status
+    channel.put((index, text))  # None: a cell finished
+
+
+def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, status=None) -> None:
+    global _status
     die_with_parent()
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
+    _status = (status, index) if status is not None else None
     target(index)
 
 
-def start_workers(target: Callable[[int], Any], n: int, tracking_uri: str) -> list:
-    """Start ``n`` worker processes; worker ``i`` runs ``target(i)`` (``target`` must pickle)."""
+def start_workers(target: Callable[[int], Any], n: int, tracking_uri: str, status=None) -> list:
+    """Start ``n`` worker processes; worker ``i`` runs ``target(i)`` (``target`` must pickle). With a
+    ``status`` queue, workers send (index, text) lines there (``status_reporter``)."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process_main, args=(target, i, tracking_uri)) for i in range(n)]
+    procs = [ctx.Process(target=_process_main, args=(target, i, tracking_uri, status)) for i in range(n)]
     for p in procs:
         p.start()
     return procs
@@ -86,22 +107,44 @@ def join_workers(procs: list, kind: str = "worker", strict: bool = True) -> list
 def _take_from(queue, handle: Callable[[Any], Any], index: int) -> None:
     while (cell := queue.get()) is not None:
         handle(cell)
+        _report(None)
 
 
 def run_local(handle: Callable[[Any], Any], cells: Sequence[Any], workers: int, tracking_uri: str,
-              kind: str = "worker") -> None:
-    """Run ``handle(cell)`` for every cell, in order, on ``workers`` processes sharing one queue.
+              kind: str = "worker", unit: str = "cell") -> None:
+    """Run ``handle(cell)`` for every cell, in order, on ``workers`` processes sharing one queue, under
+    one progress bar over the cells that shows each worker's last status line.
 
     ``handle`` is pickled once per worker, so it can keep what it prepares (the data) between cells.
     """
     if not cells:
         return
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, status = ctx.Queue(), ctx.Queue()
     n = min(workers, len(cells))
     for cell in [*cells, *[None] * n]:
         queue.put(cell)
-    join_workers(start_workers(functools.partial(_take_from, queue, handle), n, tracking_uri), kind)
+    procs = start_workers(functools.partial(_take_from, queue, handle), n, tracking_uri, status)
+    show_progress(status, procs, len(cells), unit)
+    join_workers(procs, kind)
+
+
+def show_progress(status, procs: list, total: int, unit: str) -> None:
+    """Draw one bar over ``total`` cells from the workers' (index, text) lines until every worker has exited."""
+    lines: dict[int, str] = {}
+    with tqdm(total=total, unit=unit, mininterval=2, dynamic_ncols=True) as bar:
+        while True:
+            try:
+                index, text = status.get(timeout=1)
+            except queues.Empty:
+                if not any(p.is_alive() for p in procs):
+                    return
+                continue
+            if text is None:
+                bar.update(1)
+            else:
+                lines[index] = text
+                bar.set_postfix_str(" | ".join(f"w{i} {t}" for i, t in sorted(lines.items())), refresh=False)
 
 
 # ----------------------------------------------------------------------------- the shared queue

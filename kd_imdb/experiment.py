@@ -162,12 +162,13 @@ def arm_inputs(cfg: ArmConfig, arm: str, splits: dict[str, Split], device: torch
     raise ValueError(f"unknown arm {arm!r}")
 
 
-def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split], log_fn=None) -> dict:
+def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split], log_fn=None, status=None) -> dict:
     """Train one arm, logging into the active MLflow run; return its metrics.
 
     ``arm`` is one of ``ARMS`` or ``kd@NAME`` (KD from the teacher ``NAME`` of ``cfg.teachers``; teacher
     agreement stays measured against the main teacher). ``log_fn(metrics, epoch)``
-    replaces the per-epoch logging (the sweep reports to Optuna there and may stop the run).
+    replaces the per-epoch logging (the sweep reports to Optuna there and may stop the run);
+    ``status(text)`` replaces the progress bar (a worker's line in its parent's bar).
     """
     va, te = splits["validation"], splits["test"]
     # tags that filter arm runs in the UI's search box, e.g. tags.kd_imdb.arm = 'kd'
@@ -196,8 +197,7 @@ def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split]
     mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
     fit_cfg = FitConfig(seed=cfg.seed, epochs=inputs.epochs, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
                         first_selectable_epoch=inputs.first_selectable_epoch,
-                        desc=f"{cfg.student.arch}-{cfg.student.hidden} {arm}",
-                        device=str(device))
+                        desc=cfg.run_name(arm), device=str(device), status=status)
     result = fit(model, inputs.train_seqs, va.seqs, va.labels, inputs.loss_fn, fit_cfg, log_fn or log_epoch)
     n_train = len(inputs.train_seqs)
     model.load_state_dict(result.state_dict)

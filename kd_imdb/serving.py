@@ -1,7 +1,9 @@
-"""The shipped student: an MLflow pyfunc that takes raw review texts, and its registration.
+"""The shipped models: MLflow pyfuncs that take raw review texts, and their registration.
 
-The pyfunc carries the student's safetensors weights, config and word tokenizer as artifacts and
-returns, per review, the label (0 negative, 1 positive) and the positive-class probability.
+The student's pyfunc carries its safetensors weights, config and word tokenizer; the teacher's its
+transformers checkpoint and the window it was trained on. Both return, per review, the label
+(0 negative, 1 positive) and the positive-class probability, and both read the same inputs: a list
+of strings, one string, a table with one column of reviews, or {"text": [...]}.
 """
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
+from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
 from mlflow.types.schema import AnyType, ColSpec, Schema
 from safetensors.torch import load_file
 
 import kd_imdb
+from kd_imdb import teacher
 from kd_imdb.config import StudentSpec, describe_arm
 from kd_imdb.metrics import softmax
 from kd_imdb.students import build_student
@@ -32,7 +35,8 @@ from kd_imdb.train import predict
 log = logging.getLogger(__name__)
 
 REGISTERED_NAME = "kd-imdb-student"
-EXAMPLE = pd.DataFrame({"text": ["A moving, beautifully acted film.", "Dull plot and wooden acting."]})
+TEACHER_NAME = "kd-imdb-teacher"
+EXAMPLE = ["A moving, beautifully acted film.", "Dull plot and wooden acting."]
 
 
 def load_student(directory: str | Path):
@@ -44,17 +48,18 @@ def load_student(directory: str | Path):
     return model.eval(), load_tokenizer(directory / "tokenizer.json"), config["max_len"]
 
 
-# The input column is typed Any, not string: with a string column MLflow's scoring server casts JSON
-# 5 and null to "5" and "None" before the model sees them, and scores them as reviews. texts_from
-# checks the types instead, so non-text is answered 400. It is named 'text': an unnamed column would
-# let a plain Python list through MLflow's schema check, but the scoring server then refuses the REST
-# form {"inputs": {"text": [...]}}; in Python, pass a list as {"text": [...]} (or kd-imdb predict).
-INPUT_SCHEMA = Schema([ColSpec(AnyType(), "text")])
+# One unnamed input typed Any. Unnamed, so that MLflow's schema check lets a plain list of strings, one
+# string or a Series through, in Python as over REST ({"inputs": [...]}, {"inputs": "..."}); a table
+# binds by position, its first column (texts_from insists it is 'text'). The price: the named REST form
+# {"inputs": {"text": [...]}} is refused by MLflow's parser with a 400. Any, not string: with a string column the scoring
+# server casts JSON 5 and null to "5" and "None", and the model would score them as reviews;
+# texts_from checks the types instead, so non-text is answered 400 with the review it concerns.
+INPUT_SCHEMA = Schema([ColSpec(AnyType())])
 
 
 def texts_from(model_input) -> list[str]:
-    """Raw texts from a DataFrame with a ``text`` column, a Series, a list of strings, a {"text": ...}
-    mapping or one string; anything else is a ValueError naming the first bad review."""
+    """Raw texts from a list of strings, one string, an unnamed Series, a DataFrame with a ``text`` column
+    or a {"text": ...} mapping; anything else is a ValueError naming the first bad review."""
     if isinstance(model_input, dict):
         if "text" not in model_input:
             raise ValueError(f"input has no 'text' field (fields: {list(model_input)}); pass reviews in 'text'")
@@ -62,13 +67,19 @@ def texts_from(model_input) -> list[str]:
     if isinstance(model_input, str):
         model_input = [model_input]
     if isinstance(model_input, pd.DataFrame):
+        # A list, a string or an unnamed Series reaches the model as column 0. MLflow keeps only the first
+        # column of a wider table, so a table is read only by its 'text' column: ids scored as reviews
+        # would be silent nonsense.
+        if list(model_input.columns) == [0]:
+            model_input = model_input.rename(columns={0: "text"})
         if "text" not in model_input.columns:
-            raise ValueError(f"input has no 'text' column (columns: {list(model_input.columns)}); "
-                             "pass a table with one review per row in 'text'")
+            raise ValueError(f"input has no 'text' column (columns: {list(model_input.columns)}); pass a list of "
+                             "reviews, or a table whose first (or only) column is 'text'")
         model_input = model_input["text"]
     if not isinstance(model_input, (list, tuple, pd.Series, np.ndarray)):
         raise ValueError(f"reviews must be a list of strings, got {type(model_input).__name__}; pass review texts")
-    texts = list(model_input)
+    # tolist() turns numpy scalars into Python ones, so a bad review is named by its JSON type (int, not int64)
+    texts = model_input.tolist() if isinstance(model_input, (np.ndarray, pd.Series)) else list(model_input)
     if len(texts) == 1 and isinstance(texts[0], (list, tuple, np.ndarray)):
         texts = list(texts[0])  # MLflow's serving makes {"inputs": {"text": [r1, r2]}} one row holding the list
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
@@ -87,33 +98,66 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.model, self.tokenizer, self.max_len = load_student(context.artifacts["student"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        # MlflowExceptions are what the scoring server answers without a stack trace: bad input gets a
-        # 400 with one line; anything else a 500 whose traceback stays in the server's log.
-        try:
-            texts = texts_from(model_input)
-        except ValueError as exc:
-            raise MlflowException.invalid_parameter_value(str(exc)) from None
-        try:
-            probability = softmax(predict(self.model, encode_texts(self.tokenizer, texts, self.max_len)))[:, 1]
-        except Exception:
-            log.exception("the student failed on a batch of %d reviews", len(texts))
-            raise MlflowException("the student failed on this input; the server's log has the traceback",
-                                  error_code=INTERNAL_ERROR) from None
-        return pd.DataFrame({"label": (probability >= 0.5).astype(np.int64), "probability": probability})
+        return answer(model_input, lambda texts: predict(self.model, encode_texts(self.tokenizer, texts, self.max_len)),
+                      "student")
+
+
+class TeacherModel(mlflow.pyfunc.PythonModel):
+    """The teacher behind the same interface, reading each review at the window it was trained on."""
+
+    def load_context(self, context) -> None:
+        self.tokenizer = teacher.load_tokenizer(context.artifacts["teacher"])
+        self.model = teacher.load_model(context.artifacts["teacher"])
+        self.max_len, self.truncation = context.model_config["max_len"], context.model_config["truncation"]
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return answer(model_input, lambda texts: teacher.predict_logits(
+            self.model, teacher.encode(self.tokenizer, texts, self.max_len, self.truncation),
+            self.tokenizer.pad_token_id, progress=False), "teacher")
+
+
+def answer(model_input, logits_of, what: str) -> pd.DataFrame:
+    """``label`` and ``probability`` for the reviews in ``model_input``; ``logits_of(texts)`` gives [n, 2]."""
+    # MlflowExceptions are what the scoring server answers without a stack trace: bad input gets a
+    # 400 with one line; anything else a 500 whose traceback stays in the server's log.
+    try:
+        texts = texts_from(model_input)
+    except ValueError as exc:
+        raise MlflowException.invalid_parameter_value(str(exc)) from None
+    try:
+        probability = softmax(logits_of(texts))[:, 1]
+    except Exception:
+        log.exception("the %s failed on a batch of %d reviews", what, len(texts))
+        raise MlflowException(f"the {what} failed on this input; the server's log has the traceback",
+                              error_code=INTERNAL_ERROR) from None
+    return pd.DataFrame({"label": (probability >= 0.5).astype(np.int64), "probability": probability})
+
+
+OUTPUT_SCHEMA = Schema([ColSpec("long", "label"), ColSpec("double", "probability")])
 
 
 def log_pyfunc(student_dir: str | Path, name: str = "model"):
     """Log the student in ``student_dir`` as a pyfunc model in the active run; returns its ModelInfo."""
-    model = StudentModel()
-    model.model, model.tokenizer, model.max_len = load_student(student_dir)
-    signature = ModelSignature(inputs=INPUT_SCHEMA, outputs=infer_signature(EXAMPLE, model.predict(None, EXAMPLE)).outputs)
+    return _log_with_package(StudentModel(), {"student": str(student_dir)}, name, model_requirements())
+
+
+def log_teacher_pyfunc(checkpoint_dir: str | Path, max_len: int, truncation: str, name: str = "teacher"):
+    """Log the transformers checkpoint in ``checkpoint_dir`` as a pyfunc that reads ``max_len`` tokens
+    (``truncation``) of each review; returns its ModelInfo."""
+    return _log_with_package(TeacherModel(), {"teacher": str(checkpoint_dir)}, name,
+                             model_requirements() + ["transformers"],
+                             model_config={"max_len": max_len, "truncation": truncation})
+
+
+def _log_with_package(python_model, artifacts: dict, name: str, requirements: list[str], model_config=None):
     with tempfile.TemporaryDirectory() as tmp:
-        # The model needs the package's code, not its 1.4 MB demo sample or bytecode caches.
+        # The model needs the package's code, not its demo sample or bytecode caches.
         code = Path(tmp) / "kd_imdb"
         shutil.copytree(Path(kd_imdb.__file__).parent, code, ignore=shutil.ignore_patterns("sample", "__pycache__"))
         return mlflow.pyfunc.log_model(
-            name=name, python_model=StudentModel(), artifacts={"student": str(student_dir)}, signature=signature,
-            input_example=EXAMPLE, code_paths=[str(code)], pip_requirements=model_requirements(),
+            name=name, python_model=python_model, artifacts=artifacts, model_config=model_config,
+            signature=ModelSignature(inputs=INPUT_SCHEMA, outputs=OUTPUT_SCHEMA), input_example=EXAMPLE,
+            code_paths=[str(code)], pip_requirements=requirements,
         )
 
 
@@ -125,7 +169,7 @@ def model_requirements() -> list[str]:
 
 MODEL_DESCRIPTION = (
     "Tiny GRU/CNN students distilled from a transformer teacher on IMDB (kd_imdb). Input: review texts "
-    "(a table with a 'text' column, or {'text': [...]}). Output: label (1 = positive) and "
+    "(a list of strings, one string, or a table with one column of reviews). Output: label (1 = positive) and "
     "the positive-class probability. @champion is the best student by validation accuracy; @best-<arch> "
     "the best of its architecture. Each version's description names its study, teacher and test accuracy."
 )
@@ -175,6 +219,41 @@ def describe_version(client, version: str, row: pd.Series) -> None:
         f"Validation accuracy {row['val_accuracy']:.4f} (selected on it), test accuracy {row['test_accuracy']:.4f}."))
 
 
+TEACHER_DESCRIPTION = (
+    "Transformer teachers fine-tuned on IMDB by kd_imdb's teacher stage: the models the students are "
+    "distilled from. Same input and output as kd-imdb-student: review texts in; label (1 = positive) and "
+    "the positive-class probability out. Each version reads reviews at the window it was trained on and "
+    "its description names its base model, window, run and test accuracy."
+)
+
+
+def register_teacher(run_id: str, client) -> str:
+    """Log a teacher run's ``model/`` checkpoint as a pyfunc in that run and register it as
+    ``kd-imdb-teacher``, with a description and tags; returns the new version."""
+    run = client.get_run(run_id)
+    params, metrics = run.data.params, run.data.metrics
+    max_len, truncation = int(params["max_len"]), params["truncation"]
+    base = {teacher.PACKAGED: "all-MiniLM-L6-v2", teacher.TINY: "tiny-bert"}.get(params["model"], params["model"])
+    name = re.sub(r"[^A-Za-z0-9._-]", ".", f"teacher-{Path(base).name}-{max_len}")
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = client.download_artifacts(run_id, "model", tmp)
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            info = log_teacher_pyfunc(checkpoint, max_len, truncation, name=name)
+    version = mlflow.register_model(info.model_uri, TEACHER_NAME).version
+    accuracy = {k: f"{metrics[k]:.4f}" for k in ("val_accuracy", "test_accuracy") if k in metrics}
+    tags = {"base_model": base, "max_len": str(max_len), "truncation": truncation, "teacher_run": run_id, **accuracy}
+    for key, value in tags.items():
+        client.set_model_version_tag(TEACHER_NAME, version, key, value)
+    client.update_model_version(TEACHER_NAME, version, description=(
+        f"{base} fine-tuned {params.get('epochs', '?')} epochs on {params.get('data', '?')}, reading {max_len} "
+        f"tokens ({truncation}) of each review. Teacher run {run_id}. "
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in accuracy.items()) + "."))
+    client.update_registered_model(TEACHER_NAME, description=TEACHER_DESCRIPTION)
+    log.info("registered %s version %s (%s, %d tokens)", TEACHER_NAME, version, base, max_len)
+    return version
+
+
 def predict_texts(model_uri: str, texts: list[str]) -> pd.DataFrame:
-    """Load a registered (or any) pyfunc student and score ``texts``."""
+    """Load a registered (or any) pyfunc student or teacher and score ``texts``."""
+    # a one-column table: models logged before the input was unnamed (it was 'text') read it too
     return mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"text": texts}))

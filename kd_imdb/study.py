@@ -67,7 +67,7 @@ def train_missing_arms(student: ArmConfig, pair_id: str, missing: list[str], tok
         tracking.log_params_once(student.flat())  # what its arms share
         for arm in missing:
             with mlflow.start_run(run_name=student.run_name(arm), nested=True, tags={**tracking.owner_tags(), **study_tag}):
-                experiment.train_arm(student, arm, tok, splits)
+                experiment.train_arm(student, arm, tok, splits, status=executor.status_reporter())
         _log_pair_summary(client, pair_id)
 
 
@@ -194,7 +194,7 @@ def run(cfg: StudyConfig) -> StudyResult:
         else:
             # Largest models first, so the long ones do not end up alone at the tail.
             todo.sort(key=lambda c: -c.configuration[1])
-            executor.run_local(PairTrainer(cfg), todo, cfg.workers, uri, kind="study worker")
+            executor.run_local(PairTrainer(cfg), todo, cfg.workers, uri, kind="study worker", unit="pair")
         mlflow.log_metric("train_wall_seconds", time.time() - t0)
         ledger.finish_configurations(client, cells)
         frame = ledger.collect(client, experiment_id, study_id)

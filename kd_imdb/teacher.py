@@ -48,6 +48,7 @@ class TeacherConfig:
     seed: int = 0
     val_fraction: float = 0.1
     checkpoint_dir: str = "checkpoints"
+    register: bool = True  # log the checkpoint as a pyfunc, registered as kd-imdb-teacher (the CLI does it)
 
     def __post_init__(self) -> None:
         problems = []
@@ -67,8 +68,9 @@ class TeacherConfig:
             raise ValueError("; ".join(problems))
 
     def run_key(self) -> str:
-        """A short hash of the config: its checkpoint folder, so a rerun resumes where it stopped."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of what is trained: its checkpoint folder, so a rerun resumes where it stopped."""
+        trained = {k: v for k, v in asdict(self).items() if k != "register"}
+        return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def resolve_model_path(model: str) -> str:
@@ -168,8 +170,9 @@ def pool_windows(logits: np.ndarray, owner: np.ndarray, n: int, how: str = "mean
 
 
 @torch.inference_mode()
-def predict_logits(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 64, desc: str = "predict") -> np.ndarray:
-    """Logits [n, 2] for pre-encoded reviews, in the input order.
+def predict_logits(model, input_ids: list[list[int]], pad_id: int, batch_size: int = 64, desc: str = "predict",
+                   progress: bool = True) -> np.ndarray:
+    """Logits [n, 2] for pre-encoded reviews, in the input order (``progress``: a progress bar; off when serving).
 
     Length-sorted batches with dynamic padding: on a CPU padding is pure waste, and sorting cuts
     the padded tokens to almost none.
@@ -177,7 +180,9 @@ def predict_logits(model, input_ids: list[list[int]], pad_id: int, batch_size: i
     model.eval()
     order = np.argsort([len(s) for s in input_ids], kind="stable")
     out = np.zeros((len(input_ids), 2), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", mininterval=5):
+    batches = range(0, len(order), batch_size)
+    # only a wanted bar is wrapped: passing disable=False would override TQDM_DISABLE
+    for start in tqdm(batches, desc=desc, unit="batch", mininterval=5) if progress else batches:
         idx = order[start:start + batch_size]
         seqs = [input_ids[i] for i in idx]
         width = max(len(s) for s in seqs)

@@ -58,6 +58,8 @@ def setup_tracking(experiment: str | None = None) -> str:
     # MLflow prints a "View run ... at: URL" line whenever a run on a server ends: dozens per study.
     # The commands print the run ids that matter; MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false brings them back.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # And a "Downloading artifacts" bar for every small file read back: dozens when a study is analysed.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith(("postgresql", "mysql", "mssql")):
         # A store shared by many worker processes: pooled idle connections (up to 15 a process) would
         # exhaust the database's max_connections, so each connection closes after use.

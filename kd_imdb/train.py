@@ -92,6 +92,8 @@ class FitConfig:
     first_selectable_epoch: int = 1  # KD then hard labels: the model must come from the hard phase
     desc: str = "student"
     device: str | None = None
+    # Where a worker's progress goes instead of its own bar: status(text) every few seconds (executor).
+    status: Callable[[str], None] | None = None
 
 
 def fit(model: torch.nn.Module, train_seqs: list[np.ndarray], val_seqs: list[np.ndarray], val_labels: np.ndarray,
@@ -115,8 +117,14 @@ def fit(model: torch.nn.Module, train_seqs: list[np.ndarray], val_seqs: list[np.
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         total, seen = 0.0, 0
-        for idx in tqdm(length_bucketed_batches(lengths, cfg.batch_size, rng), desc=f"{cfg.desc} epoch {epoch}",
-                        unit="batch", mininterval=10, leave=False):
+        batches = length_bucketed_batches(lengths, cfg.batch_size, rng)
+        if cfg.status is None:
+            batches = tqdm(batches, desc=f"{cfg.desc} epoch {epoch}", unit="batch", mininterval=10, leave=False)
+        shown = 0.0
+        for step, idx in enumerate(batches):
+            if cfg.status is not None and time.time() - shown > 5:
+                cfg.status(f"{cfg.desc} epoch {epoch}/{cfg.epochs} {100 * step // len(batches)}%")
+                shown = time.time()
             logits = model(pad([train_seqs[i] for i in idx]).to(device))  # [B, 2]
             loss = loss_fn(logits, torch.from_numpy(idx).to(device), epoch)
             optimizer.zero_grad(set_to_none=True)

@@ -64,6 +64,48 @@ def test_teacher_run(pipeline, client):
             "predictions/predictions.parquet"} <= artifact_paths(client, run.info.run_id)
 
 
+def test_the_teacher_is_registered_and_serves_its_own_logits(pipeline, client):
+    """The teacher run's checkpoint is registered as kd-imdb-teacher: described, tagged, and as a pyfunc it
+    gives the run's own test predictions (same window), for a list, one string, and through kd-imdb predict."""
+    import mlflow
+    import pandas as pd
+
+    from kd_imdb.data import load_data
+    from kd_imdb.metrics import softmax
+
+    (version,) = client.search_model_versions(f"name = 'kd-imdb-teacher' and run_id = '{pipeline['teacher']}'")
+    assert version.tags["base_model"] == "tiny-bert" and version.tags["max_len"] == "32"
+    assert version.tags["teacher_run"] == pipeline["teacher"]
+    run = client.get_run(pipeline["teacher"])
+    assert version.tags["test_accuracy"] == f"{run.data.metrics['test_accuracy']:.4f}"
+    assert pipeline["teacher"] in version.description and "32 tokens (head+tail)" in version.description
+    assert "teachers" in client.get_registered_model("kd-imdb-teacher").description.lower()
+
+    logged = pd.read_parquet(client.download_artifacts(pipeline["teacher"], "predictions/predictions.parquet",
+                                                       str(pipeline["tmp"])))
+    test = load_data("sample").split("test").head(6)
+    expected = softmax(logged.set_index("id").loc[test["id"], ["logit_0", "logit_1"]].to_numpy())[:, 1]
+    mlflow.set_tracking_uri(pipeline["uri"])
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/kd-imdb-teacher/{version.version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    np.testing.assert_allclose(model.predict(test["text"].tolist())["probability"], expected, atol=1e-5)
+    assert model.predict(test["text"].iloc[0])["probability"].iloc[0] == pytest.approx(expected[0], abs=1e-5)
+    proc = run_cli("predict", "--model", f"models:/kd-imdb-teacher/{version.version}", test["text"].iloc[0],
+                   env={"MLFLOW_TRACKING_URI": pipeline["uri"]}, cwd=pipeline["tmp"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\t")[1] == f"{expected[0]:.4f}"
+
+
+def test_mlflow_run_logs_params_without_shell_quotes(pipeline, client):
+    """mlflow run logs each entry point parameter shell-quoted: an empty default would show as ''."""
+    for stage in ("teacher", "labels", "pair"):
+        params = client.get_run(pipeline[stage]).data.params
+        assert params and not [k for k, v in params.items() if v.startswith("'") or v == ""], (stage, params)
+    assert client.get_run(pipeline["labels"]).data.params["logits_file"] == "none"
+
+
 def test_soft_labels_run_reuses_teacher_predictions(pipeline, client):
     from kd_imdb.data import load_data
     from kd_imdb.soft_labels import read_logits
@@ -131,8 +173,10 @@ def test_teacher_rerun_resumes_from_its_checkpoint(pipeline, client):
     """The same teacher config again finds its Trainer checkpoint and resumes instead of retraining."""
     ckpt = str(pipeline["tmp"] / "checkpoints")
     again = mlflow_run("teacher", ["-P", "model=tiny", "-P", "max_len=32", "-P", "epochs=1", "-P", "train_size=200",
-                                   "-P", "batch_size=16", "-P", f"checkpoint_dir={ckpt}"], pipeline["uri"], pipeline["tmp"])
+                                   "-P", "batch_size=16", "-P", f"checkpoint_dir={ckpt}", "-P", "register=false"],
+                       pipeline["uri"], pipeline["tmp"])
     first, second = client.get_run(pipeline["teacher"]), client.get_run(again)
+    assert not client.search_model_versions(f"run_id = '{again}'")  # register=false
     assert first.data.tags["kd_imdb.resumed_from"] == "none"
     assert "checkpoint-" in second.data.tags["kd_imdb.resumed_from"]
     # resumed at the end of training: the same weights, so the same test logits and metrics

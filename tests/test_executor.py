@@ -39,6 +39,30 @@ def test_run_local_runs_every_cell_once_on_single_thread_workers(tmp_path):
     assert max(s["handled_before"] for s in seen) >= 1  # a worker keeps its handler between cells
 
 
+class Reporter:
+    """A cell handler that shows a status line in the parent's bar (and writes whether it could)."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def __call__(self, cell) -> int:
+        status = executor.status_reporter()
+        Path(self.out, f"{cell}.txt").write_text(str(status is not None))
+        status(f"cell {cell} halfway")
+        return 1
+
+
+def test_one_progress_bar_counts_the_cells_and_shows_each_workers_status(tmp_path, capfd):
+    """The parent's one bar reaches 4/4 with each worker's last line as w<i> text; a worker's status
+    reaches it, and outside a worker there is no reporter (the caller draws its own bar)."""
+    executor.run_local(Reporter(str(tmp_path)), list(range(4)), workers=2, tracking_uri="sqlite:///x.db")
+    err = capfd.readouterr().err
+    assert {p.read_text() for p in tmp_path.glob("*.txt")} == {"True"}
+    assert "4/4" in err and err.count("4/4") <= 2  # one bar (its last refresh and its close)
+    assert "halfway" in err and ("w0 cell" in err or "w1 cell" in err)
+    assert executor.status_reporter() is None
+
+
 def exit_with(code: int, index: int) -> None:
     if index == 1:
         os._exit(code)

@@ -104,6 +104,8 @@ def test_every_stage_is_an_entry_point(project):
 
 
 def same_value(parsed, default) -> bool:
+    if default == "none":  # an empty option (cli.none_means_empty): mlflow run would log "" as ''
+        return parsed == ""
     if isinstance(parsed, bool):
         return str(default).lower() == str(parsed).lower()
     if isinstance(parsed, (int, float)):

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import requests
 from conftest import BIN, ROOT, free_port, wait_until_it_answers
+from mlflow.exceptions import MlflowException
 
 from kd_imdb.config import StudentSpec
 from kd_imdb.data import load_data
@@ -40,7 +41,7 @@ def served(tmp_path_factory):
                             env={"PATH": f"{BIN}:/usr/bin:/bin", "MLFLOW_TRACKING_URI": store, "HOME": str(root)})
     url = f"http://127.0.0.1:{port}"
     wait_until_it_answers(f"{url}/ping", proc, root / "serve.log")
-    yield url
+    yield url, info.model_uri, store
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -50,9 +51,9 @@ def post(url: str, body: str) -> requests.Response:
 
 
 def test_every_rest_input_format_gets_the_same_predictions(served):
-    url, frame = served, pd.DataFrame({"text": ["a fine film", "a dull film"]})
+    url, frame = served[0], pd.DataFrame({"text": ["a fine film", "a dull film"]})
     bodies = [json.dumps({"inputs": frame["text"].tolist()}),
-              json.dumps({"inputs": {"text": frame["text"].tolist()}}),
+              json.dumps({"instances": frame["text"].tolist()}),
               json.dumps({"instances": [{"text": t} for t in frame["text"]]}),
               json.dumps({"dataframe_records": frame.to_dict(orient="records")}),
               json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)})]
@@ -63,11 +64,34 @@ def test_every_rest_input_format_gets_the_same_predictions(served):
         answers.append(response.json()["predictions"])
     assert len(answers[0]) == 2 and {"label", "probability"} <= set(answers[0][0])
     assert all(a == answers[0] for a in answers)
+    single = post(url, json.dumps({"inputs": "a fine film"}))  # one string: one review
+    assert single.status_code == 200
+    assert single.json()["predictions"][0]["probability"] == pytest.approx(answers[0][0]["probability"], abs=1e-6)
+
+
+def test_the_loaded_pyfunc_takes_a_list_a_string_a_series_and_a_table_alike(served):
+    _, model_uri, store = served
+    mlflow.set_tracking_uri(store)
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    reviews = load_data("sample").split("test")["text"].head(2).tolist()
+    expected = model.predict(reviews)["probability"].tolist()
+    assert expected[0] != expected[1]
+    for same in (pd.Series(reviews), pd.DataFrame({"text": reviews}), pd.DataFrame({"text": reviews, "id": [1, 2]}),
+                 {"text": reviews}):
+        assert model.predict(same)["probability"].tolist() == expected
+    # MLflow passes on only a table's first column: a table led by anything but 'text' is refused, not scored
+    with pytest.raises(MlflowException, match=r"no 'text' column \(columns: \['id'\]\)"):
+        model.predict(pd.DataFrame({"id": [1, 2], "text": reviews}))
+    assert model.predict(reviews[0])["probability"].tolist() == pytest.approx(expected[:1], abs=1e-6)
+    assert model.metadata.signature.inputs.has_input_names() is False  # why a plain list passes MLflow's check
 
 
 @pytest.mark.parametrize("body, reason", [
     ('{"inputs": [5]}', "review 0 is not a string (int)"),
-    ('{"inputs": {"text": 5}}', "review 0 is not a string (int)"),
+    ('{"inputs": {"text": ["a fine film"]}}', "un-named"),  # MLflow's parser: the input has no name
     ('{"inputs": ["a fine film", 7]}', "review 1 is not a string (int)"),
     ('{"instances": [null]}', "review 0 is not a string (NoneType)"),
     ('{"dataframe_records": [{"text": 5}]}', "review 0 is not a string (int)"),
@@ -78,7 +102,7 @@ def test_every_rest_input_format_gets_the_same_predictions(served):
     ("not json", "valid JSON"),
 ])
 def test_non_text_is_a_400_with_its_reason_and_no_stack_trace(served, body, reason):
-    url = served
+    url = served[0]
     response = post(url, body)
     assert response.status_code == 400, response.text
     message = response.json()["message"]
@@ -90,13 +114,15 @@ def test_non_text_is_a_400_with_its_reason_and_no_stack_trace(served, body, reas
 def test_the_cli_edge_and_the_pyfunc_read_reviews_alike():
     assert texts_from({"text": ["a", "b"]}) == ["a", "b"]
     assert texts_from(pd.DataFrame({"text": ["a"]})) == ["a"]
-    for bad in ({"text": 5}, {"review": "a"}, 5, [None]):
+    assert texts_from(pd.DataFrame({0: ["a", "b"]})) == ["a", "b"]  # MLflow's unnamed column
+    assert texts_from("one review") == ["one review"]
+    for bad in ({"text": 5}, {"review": "a"}, 5, [None], pd.DataFrame({"a": ["x"], "b": ["y"]})):
         with pytest.raises(ValueError):
             texts_from(bad)
 
 
 def test_a_bounded_load_gets_no_5xx_and_400_for_every_malformed_body(served, tmp_path):
-    url = served
+    url = served[0]
     out = tmp_path / "load.json"
     proc = subprocess.run([str(BIN / "python"), str(ROOT / "benchmarks" / "serving_load.py"), "--url", url,
                            "--clients", "4", "--requests", "20", "--malformed-every", "5", "--json-out", str(out)],

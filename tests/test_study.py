@@ -220,7 +220,7 @@ def test_predict_cli_and_pyfunc_agree(study, server_env):
         assert 0.0 <= row["probability"] <= 1.0
 
 
-@pytest.mark.parametrize("bad, message", [(pd.DataFrame({"review": ["x"]}), r"missing inputs \['text'\]|'text' column"),
+@pytest.mark.parametrize("bad, message", [(pd.DataFrame({"review": ["x"]}), r"missing inputs \['text'\]|no 'text' column"),
                                           (pd.DataFrame({"text": ["ok", ""]}), "empty"),
                                           (pd.DataFrame({"text": ["ok", 3]}), "not a string|Incompatible input types")])
 def test_pyfunc_rejects_bad_input(study, server_env, bad, message):
