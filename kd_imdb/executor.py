@@ -68,6 +68,12 @@ def status_reporter() -> Callable[[str], None] | None:
     return _report if _status is not None else None
 
 
+def cell_done() -> None:
+    """In a local worker under a parent's progress bar: count one cell (a seed pair, a trial) as done."""
+    if _status is not None:
+        _report(None)
+
+
 def _report(text: str | None) -> None:
     channel, index = _status
     channel.put((index, text))  # None: a cell finished
@@ -79,6 +85,8 @@ def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, s
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
     _status = (status, index) if status is not None else None
+    if status is not None:  # the parent's bar counts the trials; Optuna's line per trial would break it up
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     target(index)
 
 
@@ -107,7 +115,7 @@ def join_workers(procs: list, kind: str = "worker", strict: bool = True) -> list
 def _take_from(queue, handle: Callable[[Any], Any], index: int) -> None:
     while (cell := queue.get()) is not None:
         handle(cell)
-        _report(None)
+        cell_done()
 
 
 def run_local(handle: Callable[[Any], Any], cells: Sequence[Any], workers: int, tracking_uri: str,
@@ -119,14 +127,21 @@ def run_local(handle: Callable[[Any], Any], cells: Sequence[Any], workers: int, 
     """
     if not cells:
         return
-    ctx = mp.get_context("spawn")
-    queue, status = ctx.Queue(), ctx.Queue()
+    queue = mp.get_context("spawn").Queue()
     n = min(workers, len(cells))
     for cell in [*cells, *[None] * n]:
         queue.put(cell)
-    procs = start_workers(functools.partial(_take_from, queue, handle), n, tracking_uri, status)
-    show_progress(status, procs, len(cells), unit)
-    join_workers(procs, kind)
+    join_workers(run_with_progress(functools.partial(_take_from, queue, handle), n, tracking_uri, len(cells), unit),
+                 kind)
+
+
+def run_with_progress(target: Callable[[int], Any], n: int, tracking_uri: str, total: int, unit: str) -> list:
+    """Start ``n`` workers on ``target`` and draw one progress bar over ``total`` cells, with each
+    worker's status, until every worker has exited; returns the processes for ``join_workers``."""
+    status = mp.get_context("spawn").Queue()
+    procs = start_workers(target, n, tracking_uri, status)
+    show_progress(status, procs, total, unit)
+    return procs
 
 
 def show_progress(status, procs: list, total: int, unit: str) -> None:

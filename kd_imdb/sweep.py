@@ -75,9 +75,11 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
                               tags={"optuna.trial": str(trial.number), "optuna.study": cfg.name,
                                     **tracking.owner_tags()}):
             try:
-                metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report)
+                metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report, status=executor.status_reporter())
             except optuna.TrialPruned:
                 pruned = True  # a normal end: the run finishes, tagged PRUNED
+            finally:
+                executor.cell_done()
             # a trial is not a study's arm: grouping student runs by stage keeps trials out of KD means
             mlflow.set_tags({"optuna.state": "PRUNED" if pruned else "COMPLETE", "kd_imdb.stage": "sweep_trial",
                              "kd_imdb.sweep": parent_run_id})
@@ -118,7 +120,8 @@ def run(cfg: SweepConfig) -> dict:
         elif cfg.workers == 1:
             work(cfg, parent.info.run_id)
         else:
-            procs = executor.start_workers(functools.partial(work, cfg, parent.info.run_id), cfg.workers, uri)
+            procs = executor.run_with_progress(functools.partial(work, cfg, parent.info.run_id), cfg.workers, uri,
+                                               executor.waiting(study), "trial")
             # A dead worker's trial goes FAILED and is queued again for the others; the sweep goes on.
             if lost := executor.join_workers(procs, "sweep worker", strict=False):
                 log.warning("%d sweep worker(s) died (exit codes %s)", len(lost), lost)
