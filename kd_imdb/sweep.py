@@ -75,7 +75,9 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
                               tags={"optuna.trial": str(trial.number), "optuna.study": cfg.name,
                                     **tracking.owner_tags()}):
             try:
-                metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report, status=executor.status_reporter())
+                reporter = executor.status_reporter()  # the bar's line names the trial, not only the student
+                status = (lambda text: reporter(f"trial {trial.number} {text}")) if reporter else None
+                metrics = experiment.train_arm(student, "kd", tok, splits, log_fn=report, status=status)
             except optuna.TrialPruned:
                 pruned = True  # a normal end: the run finishes, tagged PRUNED
             finally:
