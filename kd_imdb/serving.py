@@ -50,10 +50,11 @@ def load_student(directory: str | Path):
 
 # One unnamed input typed Any. Unnamed, so that MLflow's schema check lets a plain list of strings, one
 # string or a Series through, in Python as over REST ({"inputs": [...]}, {"inputs": "..."}); a table
-# binds by position, its first column (texts_from insists it is 'text'). The price: the named REST form
-# {"inputs": {"text": [...]}} is refused by MLflow's parser with a 400. Any, not string: with a string column the scoring
-# server casts JSON 5 and null to "5" and "None", and the model would score them as reviews;
-# texts_from checks the types instead, so non-text is answered 400 with the review it concerns.
+# binds by position, its first column (texts_from insists it is 'text'). The price: the named REST
+# form {"inputs": {"text": [...]}} is refused by MLflow's parser with a 400. Any, not string: with a
+# string column the scoring server casts JSON 5 and null to "5" and "None", and the model would score
+# them as reviews; texts_from checks the types instead, so non-text is answered 400 with the review it
+# concerns.
 INPUT_SCHEMA = Schema([ColSpec(AnyType())])
 
 
@@ -169,7 +170,7 @@ def model_requirements() -> list[str]:
 
 MODEL_DESCRIPTION = (
     "Tiny GRU/CNN students distilled from a transformer teacher on IMDB (kd_imdb). Input: review texts "
-    "(a list of strings, one string, or a table with one column of reviews). Output: label (1 = positive) and "
+    "(a list of strings, one string, or a table whose first column, 'text', holds them). Output: label (1 = positive) and "
     "the positive-class probability. @champion is the best student by validation accuracy; @best-<arch> "
     "the best of its architecture. Each version's description names its study, teacher and test accuracy."
 )
