@@ -84,8 +84,9 @@ def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, s
     die_with_parent()
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
-    _status = (status, index) if status is not None else None
-    if status is not None:  # the parent's bar counts the trials; Optuna's line per trial would break it up
+    if status is not None:
+        _status = (status, index)
+        # the parent's bar counts the trials; Optuna's line per trial would break it up
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     target(index)
 
