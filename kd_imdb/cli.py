@@ -16,7 +16,7 @@ import sys
 import click
 
 from kd_imdb import teacher as teacher_mod
-from kd_imdb.config import ARCHS, ArmConfig, StudyConfig, SweepConfig
+from kd_imdb.config import ARCHS, LR_SCHEDULES, ArmConfig, StudyConfig, SweepConfig
 
 
 def friendly_errors(fn):
@@ -169,6 +169,7 @@ HELP = {
     "hidden": "GRU units or CNN filters per width.",
     "bidirectional": "GRU only: a second GRU reads each review right to left (features of both directions).",
     "max_len": "Words per review.",
+    "lr_schedule": "constant, or cosine: Adam's lr decays to 0 over all epochs (kd_hard's hard ones included).",
     "epochs": "0 = origin's: 4 GRU, 3 CNN.",
     "alpha": "Weight of the soft term; 1 = soft only.",
     "hard_epochs": "Epochs on hard labels after KD (the origin's other arm).",
@@ -205,7 +206,7 @@ def config_options(defaults: dict, help: dict[str, str] | None = None, required:
 
     def decorate(fn):
         for name, default in reversed(defaults.items()):
-            kind = click.Choice(ARCHS) if name == "arch" else type(default)
+            kind = {"arch": click.Choice(ARCHS), "lr_schedule": click.Choice(LR_SCHEDULES)}.get(name, type(default))
             extra = {"required": True} if name in required else {"default": default, "show_default": True}
             if default == "":
                 extra["callback"] = none_means_empty

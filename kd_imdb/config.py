@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 ARCHS = ("gru", "cnn")
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule, used when epochs is 0
 DEFAULT_GRID = "gru:16,32,64,128,256;cnn:64,128,256"
+LR_SCHEDULES = ("constant", "cosine")  # cosine: from lr down to 0 over all epochs, step by step
 
 # Arms: how a student of a seed pair is trained. All start from the seed's initial weights and batches.
 ARMS = {
@@ -94,6 +95,7 @@ class Training:
 
     epochs: int = 0  # 0 = the origin's: 4 for GRU, 3 for CNN
     lr: float = 2e-3
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES
     batch_size: int = 64
     max_len: int = 256  # words per review (head + tail)
     hard_epochs: int = 0  # hard-label epochs after KD (the arm kd_hard)
@@ -107,6 +109,8 @@ class Training:
             raise ValueError(f"label_budget must be 0 (all) or >= 2, got {self.label_budget}")
         if not 0 < self.lr < 1 or self.batch_size < 1 or self.max_len < 1:
             raise ValueError("lr must lie in (0, 1), batch_size and max_len must be >= 1")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,8 @@ class ArmConfig:
         s, t, d = self.student, self.training, self.distillation
         return {"data": self.data, "soft_labels_run_id": self.soft_labels_run_id, "arch": s.arch, "hidden": s.hidden,
                 "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size, "bidirectional": s.bidirectional,
-                "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr, "batch_size": t.batch_size, "seed": self.seed,
+                "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr, "lr_schedule": t.lr_schedule,
+                "batch_size": t.batch_size, "seed": self.seed,
                 "mode": d.mode, "temperature": d.temperature, "alpha": d.alpha, "hard_epochs": t.hard_epochs,
                 "val_fraction": t.val_fraction, "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
 
@@ -234,6 +239,10 @@ class ArmConfig:
 
 
 # ----------------------------------------------------------------------------- a study and a sweep
+
+
+# Study fields added after studies had run: at their defaults they stay out of the key.
+NEWER_FIELDS = {"teachers": "", "label_budget": 0, "bidirectional": False, "lr_schedule": "constant"}
 
 
 @dataclass(frozen=True)
@@ -278,8 +287,8 @@ class StudyConfig:
                 "seeds": self.seeds, "first_seed": self.first_seed, "epochs": t.epochs,
                 "finetune_hard_epochs": t.hard_epochs, "arms": ",".join(self.arms), "temperature": d.temperature,
                 "alpha": d.alpha, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
-                "bidirectional": s.bidirectional, "max_len": t.max_len, "lr": t.lr, "batch_size": t.batch_size,
-                "workers": self.workers, "register": self.register, "storage": self.storage,
+                "bidirectional": s.bidirectional, "max_len": t.max_len, "lr": t.lr, "lr_schedule": t.lr_schedule,
+                "batch_size": t.batch_size, "workers": self.workers, "register": self.register, "storage": self.storage,
                 "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
 
     @classmethod
@@ -307,8 +316,8 @@ class StudyConfig:
 
     def _hash(self, exclude: tuple[str, ...]) -> str:
         fields = {k: v for k, v in self.flat().items() if k not in exclude}
-        for newer in ("teachers", "label_budget", "bidirectional"):  # studies from before these keep their key
-            if not fields[newer]:
+        for newer, default in NEWER_FIELDS.items():  # studies from before these keep their key
+            if fields[newer] == default:
                 del fields[newer]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -350,8 +359,8 @@ class SweepConfig:
                 "n_trials": self.n_trials, "timeout": self.timeout, "sampler_seed": self.sampler_seed,
                 "t_min": self.t_min, "t_max": self.t_max, "sweep_alpha": self.sweep_alpha, "seed": b.seed,
                 "epochs": t.epochs, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
-                "bidirectional": s.bidirectional, "max_len": t.max_len, "lr": t.lr, "batch_size": t.batch_size,
-                "storage": self.storage, "study_name": self.name, "workers": self.workers}
+                "bidirectional": s.bidirectional, "max_len": t.max_len, "lr": t.lr, "lr_schedule": t.lr_schedule,
+                "batch_size": t.batch_size, "storage": self.storage, "study_name": self.name, "workers": self.workers}
 
     @classmethod
     def from_flat(cls, **flat) -> SweepConfig:

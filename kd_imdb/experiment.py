@@ -196,6 +196,7 @@ def train_arm(cfg: ArmConfig, arm: str, tok: Tokenizer, splits: dict[str, Split]
     mlflow.set_tags({"init_sha256": weights_sha256(model), "kd_imdb.device": str(device)})
     mlflow.log_metric("n_parameters", sum(p.numel() for p in model.parameters()))
     fit_cfg = FitConfig(seed=cfg.seed, epochs=inputs.epochs, lr=cfg.training.lr, batch_size=cfg.training.batch_size,
+                        lr_schedule=cfg.training.lr_schedule,
                         first_selectable_epoch=inputs.first_selectable_epoch,
                         desc=cfg.run_name(arm), device=str(device), status=status)
     result = fit(model, inputs.train_seqs, va.seqs, va.labels, inputs.loss_fn, fit_cfg, log_fn or log_epoch)

@@ -8,6 +8,7 @@ their loss.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -89,6 +90,7 @@ class FitConfig:
     epochs: int  # all of them, a hard phase after KD included
     lr: float
     batch_size: int
+    lr_schedule: str = "constant"  # or "cosine": lr * (1 + cos(pi * progress)) / 2, updated every step
     first_selectable_epoch: int = 1  # KD then hard labels: the model must come from the hard phase
     desc: str = "student"
     device: str | None = None
@@ -98,7 +100,7 @@ class FitConfig:
 
 def fit(model: torch.nn.Module, train_seqs: list[np.ndarray], val_seqs: list[np.ndarray], val_labels: np.ndarray,
         loss_fn: LossFn, cfg: FitConfig, log_fn: Callable[[dict, int], None] | None = None) -> TrainResult:
-    """Train ``model`` with Adam on ``loss_fn`` and return the weights of its best epoch by validation
+    """Train ``model`` with Adam (at ``cfg.lr``, or decayed along ``cfg.lr_schedule``) on ``loss_fn`` and return the weights of its best epoch by validation
     accuracy (among epochs ``cfg.first_selectable_epoch`` and later).
 
     ``loss_fn(logits, rows, epoch)`` gets a batch's logits [B, 2] and its rows of the training set [B]
@@ -122,6 +124,10 @@ def fit(model: torch.nn.Module, train_seqs: list[np.ndarray], val_seqs: list[np.
             batches = tqdm(batches, desc=f"{cfg.desc} epoch {epoch}", unit="batch", mininterval=10, leave=False)
         shown = 0.0
         for step, idx in enumerate(batches):
+            if cfg.lr_schedule == "cosine":  # progress runs over all epochs, so the last step's lr is near 0
+                progress = (epoch - 1 + step / len(batches)) / cfg.epochs
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
             if cfg.status is not None and time.time() - shown > 5:
                 cfg.status(f"{cfg.desc} epoch {epoch}/{cfg.epochs} {100 * step // len(batches)}%")
                 shown = time.time()

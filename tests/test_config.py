@@ -32,6 +32,7 @@ def test_configs_are_frozen():
     (lambda: StudentSpec(kernel_sizes=[3, 4]), "kernel_sizes"),
     (lambda: Training(label_budget=1), "label_budget"),
     (lambda: Training(epochs=-1), "epochs"),
+    (lambda: Training(lr_schedule="linear"), "lr_schedule"),
     (lambda: Distillation(temperature=0), "temperature"),
     (lambda: Distillation(alpha=1.5), "alpha"),
     (lambda: Distillation(mode="kd@linear"), "kd@NAME"),
@@ -55,7 +56,8 @@ def test_flat_forms_round_trip_through_json():
                               label_budget=1000, temperature=4.0, seed=3)
     study = StudyConfig.from_flat(soft_labels_run_id="s", grid="gru:16,32;cnn:64;gru:8", arms="scratch,kd,kd@lin",
                                   teachers="lin=a", finetune_hard_epochs=1, bidirectional=False, workers=3)
-    sweep = SweepConfig.from_flat(soft_labels_run_id="s", hidden=16, bidirectional=True, t_max=8.0, sweep_alpha=True)
+    sweep = SweepConfig.from_flat(soft_labels_run_id="s", hidden=16, bidirectional=True, t_max=8.0, sweep_alpha=True,
+                                  lr_schedule="cosine")
     for cfg in (arm, study, sweep):
         again = type(cfg).from_flat(**json.loads(json.dumps(cfg.flat())))
         assert again.flat() == cfg.flat()
@@ -99,6 +101,9 @@ def test_study_keys_are_those_of_the_flat_study_before_the_redesign():
     assert StudyConfig.from_flat(**base, arms="scratch,kd,label_smoothing").legacy_key() == "bd5bb8ef53646e4c"
     assert StudyConfig.from_flat(**base, arms="scratch,kd@linear", teachers="linear=x").legacy_key() == "d4c4bb693274fe5c"
     assert StudyConfig.from_flat(**base, bidirectional=True).key() != StudyConfig.from_flat(**base).key()
+    # lr_schedule came later: at its default it leaves the key as it was
+    assert StudyConfig.from_flat(**base, lr_schedule="constant").key() == StudyConfig.from_flat(**base).key()
+    assert StudyConfig.from_flat(**base, lr_schedule="cosine").key() != StudyConfig.from_flat(**base).key()
 
 
 def test_old_student_configs_load():

@@ -112,3 +112,27 @@ def test_on_a_gpu_a_student_starts_from_the_cpus_weights_and_learns_the_same_tas
     assert all(t.device.type == "cpu" for t in runs["cuda"].state_dict.values())
     accuracy = {d: r.history[-1]["val_accuracy"] for d, r in runs.items()}
     assert abs(accuracy["cuda"] - accuracy["cpu"]) <= 0.1, accuracy
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_cosine_schedule_shrinks_the_steps_to_nothing_by_the_end(schedule):
+    """Adam's first step moves the largest weight by lr exactly; under the cosine schedule the steps
+    shrink with the lr towards 0 at the end of the last epoch, under the constant one they do not."""
+    seqs, labels = toy_task()
+    model = build_student(StudentSpec(arch="gru", hidden=8, embedding_dim=8, vocab_size=12, dropout=0.0), 0)
+    inner = supervised(labels[:64], CPU)
+    snapshots = []
+
+    def loss(logits, rows, epoch):  # called once per step, before that step's update
+        snapshots.append(torch.cat([p.detach().flatten().clone() for p in model.parameters()]))
+        return inner(logits, rows, epoch)
+
+    fit(model, seqs[:64], seqs[64:], labels[64:], loss,
+        FitConfig(seed=0, epochs=3, lr=1e-2, batch_size=8, lr_schedule=schedule))
+    steps = [(b - a).abs().max().item() for a, b in zip(snapshots, snapshots[1:])]
+    assert len(steps) == 3 * 8 - 1
+    assert steps[0] == pytest.approx(1e-2, rel=1e-3)  # the lr at progress 0 is the full lr either way
+    if schedule == "cosine":
+        assert steps[-1] < 2e-4  # the update of step 23 of 24: lr * (1 + cos(pi * 22/24)) / 2 = 1.7e-4
+    else:
+        assert steps[-1] > 1e-3
