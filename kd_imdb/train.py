@@ -100,8 +100,9 @@ class FitConfig:
 
 def fit(model: torch.nn.Module, train_seqs: list[np.ndarray], val_seqs: list[np.ndarray], val_labels: np.ndarray,
         loss_fn: LossFn, cfg: FitConfig, log_fn: Callable[[dict, int], None] | None = None) -> TrainResult:
-    """Train ``model`` with Adam (at ``cfg.lr``, or decayed along ``cfg.lr_schedule``) on ``loss_fn`` and return the weights of its best epoch by validation
-    accuracy (among epochs ``cfg.first_selectable_epoch`` and later).
+    """Train ``model`` with Adam (at ``cfg.lr``, or decayed along ``cfg.lr_schedule``) on ``loss_fn`` and
+    return the weights of its best epoch by validation accuracy (among epochs ``cfg.first_selectable_epoch``
+    and later).
 
     ``loss_fn(logits, rows, epoch)`` gets a batch's logits [B, 2] and its rows of the training set [B]
     (on the model's device), so it can look up labels and teacher logits itself. ``log_fn(metrics,
