@@ -289,6 +289,35 @@ def study_report(study_run_id: str) -> None:
 
 
 @main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--arms", default="", help="Comma-separated arms to choose from (default: all).")
+@friendly_errors
+def register(files: tuple[str, ...], arms: str) -> None:
+    """Register the best student by validation accuracy among the arm runs listed in studies' runs.csv
+    FILES (e.g. seeds trained in two studies) as kd-imdb-student@champion, and the best of each
+    architecture as @best-<arch>. The runs must be on the tracking server."""
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from kd_imdb import tracking
+    from kd_imdb.serving import REGISTERED_NAME, register_best
+
+    runs = pd.concat([pd.read_csv(f) for f in files])
+    missing = {"run_id", "arm", "arch", "configuration", "seed", "val_accuracy", "test_accuracy"} - set(runs.columns)
+    if missing:
+        raise ValueError(f"{', '.join(files)}: no column {', '.join(sorted(missing))}; pass a study's results/runs.csv")
+    if arms:
+        runs = runs[runs["arm"].isin(arms.split(","))]
+        if runs.empty:
+            raise ValueError(f"no run of the arms {arms!r} in {', '.join(files)}; drop --arms or name arms they hold")
+    tracking.setup_tracking()
+    for run_id in runs["run_id"]:  # every run checked before any is registered
+        tracking.require_run(run_id, "the arm")
+    for alias, version in register_best(runs, MlflowClient()).items():
+        click.echo(f"{REGISTERED_NAME}@{alias}: version {version}")
+
+
+@main.command()
 @click.argument("files", nargs=-1, required=True)
 @click.option("--baseline", default="scratch", show_default=True, help="The arm every other arm is compared with.")
 @click.option("--arms", default="", help="Comma-separated arms to compare (default: all).")

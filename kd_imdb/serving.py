@@ -181,6 +181,7 @@ def register_best(runs: pd.DataFrame, client) -> dict:
     and the best of each architecture under the alias ``best-<arch>``. Returns {alias: version}."""
     if runs.empty or "val_accuracy" not in runs:
         return {}
+    runs = runs.reset_index(drop=True)  # rows of several studies' runs.csv repeat their labels
     chosen = {"champion": runs.loc[runs["val_accuracy"].idxmax()]}
     for arch, part in runs.groupby("arch"):
         chosen[f"best-{arch}"] = part.loc[part["val_accuracy"].idxmax()]

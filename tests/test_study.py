@@ -358,3 +358,25 @@ def _cell_runs(client, experiment_id: str, study_id: str) -> dict:
 
     frame = collect(client, experiment_id, study_id)
     return {(r.configuration, int(r.seed), r.arm): r.run_id for r in frame.itertuples()}
+
+
+def test_register_picks_the_best_by_validation_across_several_runs_csv(study, server_env, tmp_path):
+    """Seeds trained in two studies: ``kd-imdb register`` chooses among the rows of both files (whose
+    row labels overlap), within the arms asked for; a bad file or arm registers nothing."""
+    client = study["client"]
+    runs = pd.read_csv(client.download_artifacts(study["id"], "results/runs.csv", str(tmp_path)))
+    kd = runs[runs["arm"] == "kd"]
+    for arch in ("gru", "cnn"):
+        runs[runs["arch"] == arch].to_csv(tmp_path / f"{arch}.csv", index=False)
+    proc = run_cli("register", str(tmp_path / "gru.csv"), str(tmp_path / "cnn.csv"), "--arms", "kd",
+                   env=server_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    champion = client.get_model_version_by_alias("kd-imdb-student", "champion")
+    assert champion.run_id == kd.loc[kd["val_accuracy"].idxmax(), "run_id"]
+    assert f"kd-imdb-student@champion: version {champion.version}" in proc.stdout
+    runs.assign(run_id="0" * 32).to_csv(tmp_path / "gone.csv", index=False)
+    for args, message in [([str(tmp_path / "gru.csv"), "--arms", "kd_mse"], "no run of the arms 'kd_mse'"),
+                          ([str(tmp_path / "gone.csv")], "not found in")]:
+        proc = run_cli("register", *args, env=server_env, cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr.startswith("error:") and message in proc.stderr, proc.stderr
+    assert client.get_model_version_by_alias("kd-imdb-student", "champion").version == champion.version
