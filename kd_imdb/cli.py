@@ -303,7 +303,8 @@ def register(files: tuple[str, ...], arms: str) -> None:
     from kd_imdb.serving import REGISTERED_NAME, register_best
 
     runs = pd.concat([pd.read_csv(f) for f in files])
-    missing = {"run_id", "arm", "arch", "configuration", "seed", "val_accuracy", "test_accuracy"} - set(runs.columns)
+    # every column register_best and its version descriptions read, checked before anything is registered
+    missing = {"run_id", "arm", "arch", "hidden", "configuration", "seed", "val_accuracy", "test_accuracy"} - set(runs.columns)
     if missing:
         raise ValueError(f"{', '.join(files)}: no column {', '.join(sorted(missing))}; pass a study's results/runs.csv")
     if arms:
