@@ -6,7 +6,8 @@ runs: each review's padding skipped), in one run, one thread, on real test revie
 Both paths run the same weights (dropout 0, so train mode computes the padded pass without noise); the
 script measures their largest logit gap, then reviews/s of the model alone and with tokenisation.
 ``--cnn-hidden`` adds CNN students at the same window for comparison (a CNN has no packed path: it
-always runs the padded batch).
+always runs the padded batch); ``--bigram-hidden`` adds GRUs with a bag of hashed bigrams
+(``--bigram-buckets`` buckets).
 """
 from __future__ import annotations
 
@@ -38,8 +39,10 @@ def reviews_per_s(fn, batches: list) -> float:
 @click.option("--hidden", "hiddens", default=[64, 128], multiple=True, show_default=True, type=int)
 @click.option("--bidirectional-hidden", "bi_hiddens", multiple=True, type=int, help="Bidirectional GRUs to time too.")
 @click.option("--cnn-hidden", "cnn_hiddens", multiple=True, type=int, help="CNN students (filters per width) to time too.")
+@click.option("--bigram-hidden", "bigram_hiddens", multiple=True, type=int, help="GRUs with a bigram bag to time too.")
+@click.option("--bigram-buckets", default=131072, show_default=True, type=int, help="Their bigram buckets.")
 def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hiddens: tuple[int, ...],
-         cnn_hiddens: tuple[int, ...]) -> None:
+         cnn_hiddens: tuple[int, ...], bigram_hiddens: tuple[int, ...], bigram_buckets: int) -> None:
     torch.set_num_threads(1)
     imdb = load_data(data)
     tok = train_tokenizer(imdb.split("train")["text"].tolist(), vocab_size=20000)
@@ -53,8 +56,11 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
     print("| student | padded, model only | packed, model only | speed-up | padded + tokenisation | "
           "packed + tokenisation | max logit gap |")
     print("|---|---|---|---|---|---|---|")
-    for hidden, bidirectional in [(h, False) for h in hiddens] + [(h, True) for h in bi_hiddens]:
-        model = build_student(StudentSpec(arch="gru", hidden=hidden, dropout=0.0, bidirectional=bidirectional), 0)
+    students = ([(h, False, 0) for h in hiddens] + [(h, True, 0) for h in bi_hiddens]
+                + [(h, False, bigram_buckets) for h in bigram_hiddens])
+    for hidden, bidirectional, buckets in students:
+        model = build_student(StudentSpec(arch="gru", hidden=hidden, dropout=0.0, bidirectional=bidirectional,
+                                          bigram_buckets=buckets), 0)
         with torch.no_grad():
             gap = max(float((model.train()(pad(b)) - model.eval()(pad(b))).abs().max()) for b in seq_batches)
         rates, total = {}, {}
@@ -63,7 +69,7 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
             with torch.no_grad():
                 rates[name] = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
                 total[name] = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
-        name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}"
+        name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}{' + bigram bag' if buckets else ''}"
         print(f"| {name} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
               f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} |")
     for hidden in cnn_hiddens:

@@ -61,6 +61,7 @@ class StudentSpec:
     dropout: float = 0.3
     kernel_sizes: tuple[int, ...] = (3, 4, 5)  # CNN only
     bidirectional: bool = False  # GRU only: a second GRU reads each review right to left
+    bigram_buckets: int = 0  # > 0: a bag of hashed word bigrams beside the GRU/CNN (fastText); 0 = none
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -73,11 +74,13 @@ class StudentSpec:
             raise ValueError(f"kernel_sizes must be a non-empty tuple, got {self.kernel_sizes!r}")
         if self.bidirectional and self.arch != "gru":
             raise ValueError(f"bidirectional is a GRU option; arch is {self.arch!r}")
+        if self.bigram_buckets < 0:
+            raise ValueError(f"bigram_buckets must be 0 (no bigram bag) or > 0, got {self.bigram_buckets}")
 
     @property
     def name(self) -> str:
-        """How runs and tables name the student: ``gru-32``, ``bigru-32``, ``cnn-64``."""
-        return f"{'bi' if self.bidirectional else ''}{self.arch}-{self.hidden}"
+        """How runs and tables name the student: ``gru-32``, ``bigru-32``, ``cnn-64``, ``gru-64+bigrams``."""
+        return f"{'bi' if self.bidirectional else ''}{self.arch}-{self.hidden}{'+bigrams' if self.bigram_buckets else ''}"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
@@ -211,8 +214,8 @@ class ArmConfig:
         s, t, d = self.student, self.training, self.distillation
         return {"data": self.data, "soft_labels_run_id": self.soft_labels_run_id, "arch": s.arch, "hidden": s.hidden,
                 "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size, "bidirectional": s.bidirectional,
-                "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr, "lr_schedule": t.lr_schedule,
-                "batch_size": t.batch_size, "seed": self.seed,
+                "bigram_buckets": s.bigram_buckets, "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr,
+                "lr_schedule": t.lr_schedule, "batch_size": t.batch_size, "seed": self.seed,
                 "mode": d.mode, "temperature": d.temperature, "alpha": d.alpha, "hard_epochs": t.hard_epochs,
                 "val_fraction": t.val_fraction, "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
 
@@ -223,7 +226,8 @@ class ArmConfig:
         return cls(
             data=flat.get("data", "sample"), soft_labels_run_id=flat.get("soft_labels_run_id", ""),
             seed=flat.get("seed", 0),
-            student=StudentSpec(**{k: flat[k] for k in ("arch", "hidden", "embedding_dim", "vocab_size", "bidirectional")
+            student=StudentSpec(**{k: flat[k] for k in ("arch", "hidden", "embedding_dim", "vocab_size", "bidirectional",
+                                                      "bigram_buckets")
                                    if k in flat}),
             training=Training(**{k: flat[k] for k in Training.__dataclass_fields__ if k in flat}),
             distillation=Distillation(mode=flat.get("mode", "pair"), temperature=flat.get("temperature", 2.0),
@@ -242,7 +246,8 @@ class ArmConfig:
 
 
 # Study fields added after studies had run: at their defaults they stay out of the key.
-NEWER_FIELDS = {"teachers": "", "label_budget": 0, "bidirectional": False, "lr_schedule": "constant"}
+NEWER_FIELDS = {"teachers": "", "label_budget": 0, "bidirectional": False, "lr_schedule": "constant",
+                "bigram_buckets": 0}
 
 
 @dataclass(frozen=True)
@@ -287,7 +292,8 @@ class StudyConfig:
                 "seeds": self.seeds, "first_seed": self.first_seed, "epochs": t.epochs,
                 "finetune_hard_epochs": t.hard_epochs, "arms": ",".join(self.arms), "temperature": d.temperature,
                 "alpha": d.alpha, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
-                "bidirectional": s.bidirectional, "max_len": t.max_len, "lr": t.lr, "lr_schedule": t.lr_schedule,
+                "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets, "max_len": t.max_len, "lr": t.lr,
+                "lr_schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "workers": self.workers, "register": self.register, "storage": self.storage,
                 "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
 
@@ -359,7 +365,8 @@ class SweepConfig:
                 "n_trials": self.n_trials, "timeout": self.timeout, "sampler_seed": self.sampler_seed,
                 "t_min": self.t_min, "t_max": self.t_max, "sweep_alpha": self.sweep_alpha, "seed": b.seed,
                 "epochs": t.epochs, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
-                "bidirectional": s.bidirectional, "max_len": t.max_len, "lr": t.lr, "lr_schedule": t.lr_schedule,
+                "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets, "max_len": t.max_len, "lr": t.lr,
+                "lr_schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "storage": self.storage, "study_name": self.name, "workers": self.workers}
 
     @classmethod

@@ -1,4 +1,5 @@
-"""The students: a GRU net and a 1-D CNN net (Kim 2014), both tiny and trained from scratch.
+"""The students: a GRU net and a 1-D CNN net (Kim 2014), both tiny and trained from scratch, each
+optionally beside a bag of hashed word bigrams (fastText).
 
 Both take token ids [B, L] padded with 0 at the end and return 2-class logits [B, 2].
 ``build_student`` seeds the initial weights with the seed alone, so the scratch and KD runs
@@ -18,9 +19,35 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
 
 
+BIGRAM_DIM = 16  # width of a bigram's vector: the bag is a few features beside the net's, not a second net
+BIGRAM_HASH = 1_000_003  # a prime; the bigram (a, b) of word ids falls in bucket (a * BIGRAM_HASH + b) mod buckets
+
+
+class BigramBag(nn.Module):
+    """The mean vector of a review's hashed word bigrams (Joulin et al. 2017, "Bag of tricks for efficient
+    text classification"). A linear model on bigrams (NB-SVM, 0.916) beats every GRU-64 trained from
+    scratch here: the bag hands the student the word pairs ("not good", "at all") directly instead of
+    leaving them to 64 recurrent units. Buckets are hashed from the word ids inside the model, so the
+    tokenizer, the ONNX export and the serving path are unchanged."""
+
+    def __init__(self, buckets: int):
+        super().__init__()
+        self.buckets = buckets
+        self.embed = nn.Embedding(buckets, BIGRAM_DIM)
+        nn.init.uniform_(self.embed.weight, -1 / BIGRAM_DIM, 1 / BIGRAM_DIM)  # fastText's initialisation
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids [B, L] padded with 0 at the end -> [B, BIGRAM_DIM]."""
+        left, right = ids[:, :-1], ids[:, 1:]  # [B, L-1]
+        real = (right != 0).unsqueeze(-1)  # [B, L-1, 1]; padding is at the end, so a real right word has a real left one
+        vectors = self.embed((left * BIGRAM_HASH + right) % self.buckets) * real  # [B, L-1, D]
+        return vectors.sum(dim=1) / real.sum(dim=1).clamp(min=1)  # one-word reviews: the zero vector
+
+
 class GRUStudent(nn.Module):
     """Embedding -> one-layer GRU -> [last state ; max-pool over time] -> linear; bidirectional: the same
-    features from a second GRU that reads each review right to left, concatenated.
+    features from a second GRU that reads each review right to left, concatenated; with bigram buckets,
+    the ``BigramBag`` features too.
 
     Sequences are padded at the end and the GRU runs left to right, so the output at the last real
     token is exactly the unpadded one. The backward GRU reads each review reversed within its length
@@ -40,7 +67,10 @@ class GRUStudent(nn.Module):
             self.gru_back = nn.GRU(spec.embedding_dim, spec.hidden, batch_first=True)
             directions = 2
         self.drop = nn.Dropout(spec.dropout)
-        self.out = nn.Linear(2 * directions * spec.hidden, 2)
+        bag = BIGRAM_DIM if spec.bigram_buckets else 0
+        self.out = nn.Linear(2 * directions * spec.hidden + bag, 2)
+        if spec.bigram_buckets:
+            self.bigrams = BigramBag(spec.bigram_buckets)
 
     def read(self, gru: nn.GRU, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[last state ; max-pool over time] of ``gru`` over ``embedded`` [B, L, E] padded at the end -> [B, 2H]."""
@@ -64,12 +94,15 @@ class GRUStudent(nn.Module):
             reverse_idx = torch.where(positions < lengths, lengths - 1 - positions, positions)  # [B, L]
             backward = self.read(self.gru_back, self.embed(ids.gather(1, reverse_idx)), mask)  # [B, 2H]
             features = torch.cat([features, backward], dim=-1)  # [B, 4H]
+        if hasattr(self, "bigrams"):
+            features = torch.cat([features, self.bigrams(ids)], dim=-1)  # [B, 2H or 4H + BIGRAM_DIM]
         return self.out(self.drop(features))
 
 
 class CNNStudent(nn.Module):
     """Embedding -> parallel 1-D convolutions (3, 4, 5 tokens wide, ``hidden`` filters each) -> ReLU ->
-    max-pool over time -> linear (Kim 2014, "Convolutional neural networks for sentence classification")."""
+    max-pool over time -> linear (Kim 2014, "Convolutional neural networks for sentence classification");
+    with bigram buckets, the ``BigramBag`` features join the pooled ones."""
 
     def __init__(self, spec: StudentSpec):
         super().__init__()
@@ -77,9 +110,13 @@ class CNNStudent(nn.Module):
         self.embed = nn.Embedding(spec.vocab_size, spec.embedding_dim, padding_idx=0)
         self.convs = nn.ModuleList(nn.Conv1d(spec.embedding_dim, spec.hidden, k) for k in spec.kernel_sizes)
         self.drop = nn.Dropout(spec.dropout)
-        self.out = nn.Linear(len(spec.kernel_sizes) * spec.hidden, 2)
+        bag = BIGRAM_DIM if spec.bigram_buckets else 0
+        self.out = nn.Linear(len(spec.kernel_sizes) * spec.hidden + bag, 2)
+        if spec.bigram_buckets:
+            self.bigrams = BigramBag(spec.bigram_buckets)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        bag = [self.bigrams(ids)] if hasattr(self, "bigrams") else []  # [B, BIGRAM_DIM], from the unpadded ids
         # Pad every batch by the widest kernel minus one: short reviews still get a window, and windows
         # ending on padding are masked below, so the result does not depend on the padding (no
         # data-dependent shapes either, which keeps the ONNX export exact).
@@ -92,7 +129,7 @@ class CNNStudent(nn.Module):
             # windows ending on a real token; the first window always counts, so none is empty
             valid = torch.cat([torch.ones_like(mask[:, :1]), mask[:, k:]], dim=1)  # [B, L-k+1]
             pooled.append(masked_max(h, valid))
-        return self.out(self.drop(torch.cat(pooled, dim=-1)))
+        return self.out(self.drop(torch.cat(pooled + bag, dim=-1)))
 
 
 def build_student(spec: StudentSpec, seed: int) -> nn.Module:

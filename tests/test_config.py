@@ -53,9 +53,10 @@ def test_bad_values_are_refused_on_construction(bad, match):
 def test_flat_forms_round_trip_through_json():
     """config.json and the Optuna queue carry the flat form; parsing it gives the same config back."""
     arm = ArmConfig.from_flat(soft_labels_run_id="s", arch="cnn", hidden=128, epochs=5, mode="kd@lin", teachers="lin=a,ens=b",
-                              label_budget=1000, temperature=4.0, seed=3)
+                              label_budget=1000, temperature=4.0, seed=3, bigram_buckets=4096)
     study = StudyConfig.from_flat(soft_labels_run_id="s", grid="gru:16,32;cnn:64;gru:8", arms="scratch,kd,kd@lin",
-                                  teachers="lin=a", finetune_hard_epochs=1, bidirectional=False, workers=3)
+                                  teachers="lin=a", finetune_hard_epochs=1, bidirectional=False, workers=3,
+                                  bigram_buckets=8192)
     sweep = SweepConfig.from_flat(soft_labels_run_id="s", hidden=16, bidirectional=True, t_max=8.0, sweep_alpha=True,
                                   lr_schedule="cosine")
     for cfg in (arm, study, sweep):
@@ -63,6 +64,7 @@ def test_flat_forms_round_trip_through_json():
         assert again.flat() == cfg.flat()
         assert again == cfg or cfg is sweep  # the sweep writes its derived study name into the flat form
     assert arm.distillation.teachers == {"lin": "a", "ens": "b"} and arm.flat()["teachers"] == "lin=a,ens=b"
+    assert (arm.student.bigram_buckets, study.student(("gru", 16), 0).student.bigram_buckets) == (4096, 8192)
     assert study.grid == (("gru", 16), ("gru", 32), ("cnn", 64), ("gru", 8))
     assert study.arm_list() == ("scratch", "kd", "kd@lin", "kd_hard")
 
@@ -104,6 +106,8 @@ def test_study_keys_are_those_of_the_flat_study_before_the_redesign():
     # lr_schedule came later: at its default it leaves the key as it was
     assert StudyConfig.from_flat(**base, lr_schedule="constant").key() == StudyConfig.from_flat(**base).key()
     assert StudyConfig.from_flat(**base, lr_schedule="cosine").key() != StudyConfig.from_flat(**base).key()
+    assert StudyConfig.from_flat(**base, bigram_buckets=0).key() == StudyConfig.from_flat(**base).key()
+    assert StudyConfig.from_flat(**base, bigram_buckets=4096).key() != StudyConfig.from_flat(**base).key()
 
 
 def test_old_student_configs_load():

@@ -6,17 +6,18 @@ from kd_imdb.config import StudentSpec
 from kd_imdb.experiment import weights_sha256
 from kd_imdb.students import build_student
 
-# every kind of student: (arch, bidirectional)
-KINDS = [("gru", False), ("gru", True), ("cnn", False)]
+# every kind of student: (arch, bidirectional, bigram buckets)
+KINDS = [("gru", False, 0), ("gru", True, 0), ("cnn", False, 0), ("gru", False, 97), ("cnn", False, 97)]
 
 
-def tiny(arch: str, bidirectional: bool = False, **kwargs) -> StudentSpec:
-    return StudentSpec(arch=arch, bidirectional=bidirectional, **{"hidden": 8, "embedding_dim": 8, "vocab_size": 50, **kwargs})
+def tiny(arch: str, bidirectional: bool = False, bigram_buckets: int = 0, **kwargs) -> StudentSpec:
+    return StudentSpec(arch=arch, bidirectional=bidirectional, bigram_buckets=bigram_buckets,
+                       **{"hidden": 8, "embedding_dim": 8, "vocab_size": 50, **kwargs})
 
 
-@pytest.mark.parametrize("arch,bidirectional", KINDS)
-def test_same_seed_same_initial_weights(arch, bidirectional):
-    spec = tiny(arch, bidirectional)
+@pytest.mark.parametrize("arch,bidirectional,buckets", KINDS)
+def test_same_seed_same_initial_weights(arch, bidirectional, buckets):
+    spec = tiny(arch, bidirectional, buckets)
     a, b, c = build_student(spec, 7), build_student(spec, 7), build_student(spec, 8)
     assert weights_sha256(a) == weights_sha256(b)
     for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
@@ -24,12 +25,12 @@ def test_same_seed_same_initial_weights(arch, bidirectional):
     assert weights_sha256(a) != weights_sha256(c)
 
 
-@pytest.mark.parametrize("arch,bidirectional", KINDS)
+@pytest.mark.parametrize("arch,bidirectional,buckets", KINDS)
 @pytest.mark.parametrize("training", [False, True])
-def test_padding_does_not_change_logits(arch, bidirectional, training):
+def test_padding_does_not_change_logits(arch, bidirectional, buckets, training):
     """Length-bucketed batches pad at the end; a review's logits must not depend on its batch mates,
     in training (padded forward pass) as in inference (packed)."""
-    model = build_student(tiny(arch, bidirectional, dropout=0.0), 0).train(training)
+    model = build_student(tiny(arch, bidirectional, buckets, dropout=0.0), 0).train(training)
     short = torch.tensor([[5, 6, 7, 8, 9]])
     padded = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0]])
     with torch.no_grad():
@@ -64,20 +65,38 @@ def test_cnn_accepts_reviews_shorter_than_its_widest_kernel():
     assert out.shape == (2, 2) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("kwargs", [{"arch": "lstm"}, {"hidden": 0}, {"vocab_size": 2}])
+def test_bigram_bag_is_the_mean_of_the_review_bigrams_vectors():
+    """The bag of [5, 6, 7] (then padding) is the mean of the vectors of buckets hash(5, 6) and hash(6, 7);
+    the student reads it beside its own features, and a student without buckets has no bag."""
+    from kd_imdb.students import BIGRAM_DIM, BIGRAM_HASH
+
+    model = build_student(tiny("gru", bigram_buckets=97, dropout=0.0), 0).eval()
+    table = model.bigrams.embed.weight  # [97, BIGRAM_DIM]
+    with torch.no_grad():
+        bag = model.bigrams(torch.tensor([[5, 6, 7, 0, 0], [9, 0, 0, 0, 0]]))
+    expected = (table[(5 * BIGRAM_HASH + 6) % 97] + table[(6 * BIGRAM_HASH + 7) % 97]) / 2
+    torch.testing.assert_close(bag[0], expected)
+    torch.testing.assert_close(bag[1], torch.zeros(BIGRAM_DIM))  # one word: no bigram
+    assert model.out.in_features == 2 * 8 + BIGRAM_DIM
+    assert table.shape == (97, BIGRAM_DIM) and table.abs().max() <= 1 / BIGRAM_DIM
+    assert "bigrams.embed.weight" not in build_student(tiny("gru"), 0).state_dict()
+    assert tiny("gru", bigram_buckets=97).name == "gru-8+bigrams"
+
+
+@pytest.mark.parametrize("kwargs", [{"arch": "lstm"}, {"hidden": 0}, {"vocab_size": 2}, {"bigram_buckets": -1}])
 def test_bad_spec_raises(kwargs):
     with pytest.raises(ValueError):
         StudentSpec(**kwargs)
 
 
-@pytest.mark.parametrize("arch,bidirectional", KINDS)
-def test_onnx_export_matches_pytorch(arch, bidirectional, tmp_path):
+@pytest.mark.parametrize("arch,bidirectional,buckets", KINDS)
+def test_onnx_export_matches_pytorch(arch, bidirectional, buckets, tmp_path):
     import numpy as np
 
     from kd_imdb.export import OnnxStudent, export_student_onnx
     from kd_imdb.train import pad
 
-    model = build_student(tiny(arch, bidirectional), 0).eval()
+    model = build_student(tiny(arch, bidirectional, buckets), 0).eval()
     onnx = OnnxStudent(export_student_onnx(model, tmp_path / "s.onnx"))
     rng = np.random.default_rng(0)
     for batch, length in ((1, 3), (5, 40), (64, 7)):
