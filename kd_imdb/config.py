@@ -226,9 +226,7 @@ class ArmConfig:
         return cls(
             data=flat.get("data", "sample"), soft_labels_run_id=flat.get("soft_labels_run_id", ""),
             seed=flat.get("seed", 0),
-            student=StudentSpec(**{k: flat[k] for k in ("arch", "hidden", "embedding_dim", "vocab_size", "bidirectional",
-                                                      "bigram_buckets")
-                                   if k in flat}),
+            student=StudentSpec(**{k: flat[k] for k in StudentSpec.__dataclass_fields__ if k in flat}),
             training=Training(**{k: flat[k] for k in Training.__dataclass_fields__ if k in flat}),
             distillation=Distillation(mode=flat.get("mode", "pair"), temperature=flat.get("temperature", 2.0),
                                       alpha=flat.get("alpha", 1.0),
