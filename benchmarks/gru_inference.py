@@ -7,7 +7,7 @@ Both paths run the same weights (dropout 0, so train mode computes the padded pa
 script measures their largest logit gap, then reviews/s of the model alone and with tokenisation.
 ``--cnn-hidden`` adds CNN students at the same window for comparison (a CNN has no packed path: it
 always runs the padded batch); ``--bigram-hidden`` adds GRUs with a bag of hashed bigrams
-(``--bigram-buckets`` buckets).
+(``--bigram-buckets`` buckets), and ``--trigram-hidden`` GRUs whose bag holds bigrams and trigrams.
 """
 from __future__ import annotations
 
@@ -40,9 +40,12 @@ def reviews_per_s(fn, batches: list) -> float:
 @click.option("--bidirectional-hidden", "bi_hiddens", multiple=True, type=int, help="Bidirectional GRUs to time too.")
 @click.option("--cnn-hidden", "cnn_hiddens", multiple=True, type=int, help="CNN students (filters per width) to time too.")
 @click.option("--bigram-hidden", "bigram_hiddens", multiple=True, type=int, help="GRUs with a bigram bag to time too.")
-@click.option("--bigram-buckets", default=131072, show_default=True, type=int, help="Their bigram buckets.")
+@click.option("--trigram-hidden", "trigram_hiddens", multiple=True, type=int,
+              help="GRUs with a bag of bigrams and trigrams to time too.")
+@click.option("--bigram-buckets", default=131072, show_default=True, type=int, help="The bags' buckets.")
 def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hiddens: tuple[int, ...],
-         cnn_hiddens: tuple[int, ...], bigram_hiddens: tuple[int, ...], bigram_buckets: int) -> None:
+         cnn_hiddens: tuple[int, ...], bigram_hiddens: tuple[int, ...], trigram_hiddens: tuple[int, ...],
+         bigram_buckets: int) -> None:
     torch.set_num_threads(1)
     imdb = load_data(data)
     tok = train_tokenizer(imdb.split("train")["text"].tolist(), vocab_size=20000)
@@ -56,11 +59,12 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
     print("| student | padded, model only | packed, model only | speed-up | padded + tokenisation | "
           "packed + tokenisation | max logit gap |")
     print("|---|---|---|---|---|---|---|")
-    students = ([(h, False, 0) for h in hiddens] + [(h, True, 0) for h in bi_hiddens]
-                + [(h, False, bigram_buckets) for h in bigram_hiddens])
-    for hidden, bidirectional, buckets in students:
+    students = ([(h, False, 0, 2) for h in hiddens] + [(h, True, 0, 2) for h in bi_hiddens]
+                + [(h, False, bigram_buckets, 2) for h in bigram_hiddens]
+                + [(h, False, bigram_buckets, 3) for h in trigram_hiddens])
+    for hidden, bidirectional, buckets, ngrams in students:
         model = build_student(StudentSpec(arch="gru", hidden=hidden, dropout=0.0, bidirectional=bidirectional,
-                                          bigram_buckets=buckets), 0)
+                                          bigram_buckets=buckets, bag_ngrams=ngrams), 0)
         with torch.no_grad():
             gap = max(float((model.train()(pad(b)) - model.eval()(pad(b))).abs().max()) for b in seq_batches)
         rates, total = {}, {}
@@ -69,7 +73,8 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
             with torch.no_grad():
                 rates[name] = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
                 total[name] = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
-        name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}{' + bigram bag' if buckets else ''}"
+        bag = {0: "", 2: " + bigram bag", 3: " + bigram and trigram bag"}[ngrams if buckets else 0]
+        name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}{bag}"
         print(f"| {name} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
               f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} |")
     for hidden in cnn_hiddens:

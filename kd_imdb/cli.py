@@ -170,6 +170,8 @@ HELP = {
     "bidirectional": "GRU only: a second GRU reads each review right to left (features of both directions).",
     "bigram_buckets": "A bag of hashed word bigrams beside the net (fastText), in this many buckets of 16 "
                       "numbers each (e.g. 131072: 2.1M parameters); 0: none.",
+    "bag_ngrams": "The bag's longest word n-gram: 2 = bigrams; 3 = bigrams and trigrams, hashed into the same "
+                  "buckets (fastText's -wordNgrams 3). Needs --bigram-buckets.",
     "max_len": "Words per review.",
     "lr_schedule": "constant, or cosine: Adam's lr decays to 0 over all epochs (kd_hard's hard ones included).",
     "epochs": "0 = origin's: 4 GRU, 3 CNN.",

@@ -62,6 +62,7 @@ class StudentSpec:
     kernel_sizes: tuple[int, ...] = (3, 4, 5)  # CNN only
     bidirectional: bool = False  # GRU only: a second GRU reads each review right to left
     bigram_buckets: int = 0  # > 0: a bag of hashed word bigrams beside the GRU/CNN (fastText); 0 = none
+    bag_ngrams: int = 2  # the bag's longest word n-gram: 2 = bigrams, 3 = bigrams and trigrams in the same buckets
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -76,11 +77,21 @@ class StudentSpec:
             raise ValueError(f"bidirectional is a GRU option; arch is {self.arch!r}")
         if self.bigram_buckets < 0:
             raise ValueError(f"bigram_buckets must be 0 (no bigram bag) or > 0, got {self.bigram_buckets}")
+        if self.bag_ngrams not in (2, 3):
+            raise ValueError(f"bag_ngrams must be 2 (bigrams) or 3 (bigrams and trigrams), got {self.bag_ngrams}")
+        if self.bag_ngrams != 2 and not self.bigram_buckets:
+            raise ValueError(f"bag_ngrams {self.bag_ngrams} needs a bag: set bigram_buckets > 0 too")
 
     @property
     def name(self) -> str:
-        """How runs and tables name the student: ``gru-32``, ``bigru-32``, ``cnn-64``, ``gru-64+bigrams``."""
-        return f"{'bi' if self.bidirectional else ''}{self.arch}-{self.hidden}{'+bigrams' if self.bigram_buckets else ''}"
+        """How runs and tables name the student: ``gru-32``, ``bigru-32``, ``cnn-64``, ``gru-64+bigrams``,
+        ``gru-64+bi+trigrams``."""
+        return f"{'bi' if self.bidirectional else ''}{self.arch}-{self.hidden}{self.bag_suffix}"
+
+    @property
+    def bag_suffix(self) -> str:
+        """What the n-gram bag adds to a student's name: ``+bigrams``, ``+bi+trigrams`` or nothing."""
+        return {0: "", 2: "+bigrams", 3: "+bi+trigrams"}[self.bag_ngrams if self.bigram_buckets else 0]
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
@@ -214,7 +225,8 @@ class ArmConfig:
         s, t, d = self.student, self.training, self.distillation
         return {"data": self.data, "soft_labels_run_id": self.soft_labels_run_id, "arch": s.arch, "hidden": s.hidden,
                 "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size, "bidirectional": s.bidirectional,
-                "bigram_buckets": s.bigram_buckets, "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr,
+                "bigram_buckets": s.bigram_buckets,
+                "bag_ngrams": s.bag_ngrams, "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr,
                 "lr_schedule": t.lr_schedule, "batch_size": t.batch_size, "seed": self.seed,
                 "mode": d.mode, "temperature": d.temperature, "alpha": d.alpha, "hard_epochs": t.hard_epochs,
                 "val_fraction": t.val_fraction, "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
@@ -245,7 +257,7 @@ class ArmConfig:
 
 # Study fields added after studies had run: at their defaults they stay out of the key.
 NEWER_FIELDS = {"teachers": "", "label_budget": 0, "bidirectional": False, "lr_schedule": "constant",
-                "bigram_buckets": 0}
+                "bigram_buckets": 0, "bag_ngrams": 2}
 
 
 @dataclass(frozen=True)
@@ -290,7 +302,8 @@ class StudyConfig:
                 "seeds": self.seeds, "first_seed": self.first_seed, "epochs": t.epochs,
                 "finetune_hard_epochs": t.hard_epochs, "arms": ",".join(self.arms), "temperature": d.temperature,
                 "alpha": d.alpha, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
-                "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets, "max_len": t.max_len, "lr": t.lr,
+                "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets,
+                "bag_ngrams": s.bag_ngrams, "max_len": t.max_len, "lr": t.lr,
                 "lr_schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "workers": self.workers, "register": self.register, "storage": self.storage,
                 "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
@@ -363,7 +376,8 @@ class SweepConfig:
                 "n_trials": self.n_trials, "timeout": self.timeout, "sampler_seed": self.sampler_seed,
                 "t_min": self.t_min, "t_max": self.t_max, "sweep_alpha": self.sweep_alpha, "seed": b.seed,
                 "epochs": t.epochs, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
-                "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets, "max_len": t.max_len, "lr": t.lr,
+                "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets,
+                "bag_ngrams": s.bag_ngrams, "max_len": t.max_len, "lr": t.lr,
                 "lr_schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "storage": self.storage, "study_name": self.name, "workers": self.workers}
 

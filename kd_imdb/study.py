@@ -147,13 +147,14 @@ def check_inputs(cfg: StudyConfig) -> None:
 
 
 def study_name(cfg: StudyConfig) -> str:
-    """The study run's name: its grid and seed pairs, e.g. ``study gru16-256/cnn64-256 x5``."""
+    """The study run's name: its grid, the students' n-gram bag and seed pairs, e.g. ``study gru16-256/cnn64-256 x5``
+    or ``study gru64+bigrams x3``."""
     spans = []
     for arch in dict.fromkeys(a for a, _ in cfg.grid):
         hidden = sorted(h for a, h in cfg.grid if a == arch)
         bi = "bi" if arch == "gru" and cfg.base.student.bidirectional else ""
         spans.append(f"{bi}{arch}{hidden[0]}{f'-{hidden[-1]}' if len(hidden) > 1 else ''}")
-    return f"study {'/'.join(spans)} x{cfg.seeds}"
+    return f"study {'/'.join(spans)}{cfg.base.student.bag_suffix} x{cfg.seeds}"
 
 
 @dataclass(frozen=True)

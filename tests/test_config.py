@@ -56,7 +56,7 @@ def test_flat_forms_round_trip_through_json():
                               label_budget=1000, temperature=4.0, seed=3, bigram_buckets=4096)
     study = StudyConfig.from_flat(soft_labels_run_id="s", grid="gru:16,32;cnn:64;gru:8", arms="scratch,kd,kd@lin",
                                   teachers="lin=a", finetune_hard_epochs=1, bidirectional=False, workers=3,
-                                  bigram_buckets=8192)
+                                  bigram_buckets=8192, bag_ngrams=3)
     sweep = SweepConfig.from_flat(soft_labels_run_id="s", hidden=16, bidirectional=True, t_max=8.0, sweep_alpha=True,
                                   lr_schedule="cosine")
     for cfg in (arm, study, sweep):
@@ -65,6 +65,7 @@ def test_flat_forms_round_trip_through_json():
         assert again == cfg or cfg is sweep  # the sweep writes its derived study name into the flat form
     assert arm.distillation.teachers == {"lin": "a", "ens": "b"} and arm.flat()["teachers"] == "lin=a,ens=b"
     assert (arm.student.bigram_buckets, study.student(("gru", 16), 0).student.bigram_buckets) == (4096, 8192)
+    assert (arm.student.bag_ngrams, study.student(("gru", 16), 0).student.bag_ngrams) == (2, 3)
     assert study.grid == (("gru", 16), ("gru", 32), ("cnn", 64), ("gru", 8))
     assert study.arm_list() == ("scratch", "kd", "kd@lin", "kd_hard")
 
@@ -108,6 +109,9 @@ def test_study_keys_are_those_of_the_flat_study_before_the_redesign():
     assert StudyConfig.from_flat(**base, lr_schedule="cosine").key() != StudyConfig.from_flat(**base).key()
     assert StudyConfig.from_flat(**base, bigram_buckets=0).key() == StudyConfig.from_flat(**base).key()
     assert StudyConfig.from_flat(**base, bigram_buckets=4096).key() != StudyConfig.from_flat(**base).key()
+    bag = dict(base, bigram_buckets=4096)  # bag_ngrams came later still: bigram-bag studies keep their key
+    assert StudyConfig.from_flat(**bag, bag_ngrams=2).key() == StudyConfig.from_flat(**bag).key()
+    assert StudyConfig.from_flat(**bag, bag_ngrams=3).key() != StudyConfig.from_flat(**bag).key()
 
 
 def test_old_student_configs_load():

@@ -6,18 +6,19 @@ from kd_imdb.config import StudentSpec
 from kd_imdb.experiment import weights_sha256
 from kd_imdb.students import build_student
 
-# every kind of student: (arch, bidirectional, bigram buckets)
-KINDS = [("gru", False, 0), ("gru", True, 0), ("cnn", False, 0), ("gru", False, 97), ("cnn", False, 97)]
+# every kind of student: (arch, bidirectional, bigram buckets, the bag's longest n-gram)
+KINDS = [("gru", False, 0, 2), ("gru", True, 0, 2), ("cnn", False, 0, 2), ("gru", False, 97, 2), ("cnn", False, 97, 2),
+         ("gru", False, 97, 3), ("cnn", False, 97, 3)]
 
 
-def tiny(arch: str, bidirectional: bool = False, bigram_buckets: int = 0, **kwargs) -> StudentSpec:
-    return StudentSpec(arch=arch, bidirectional=bidirectional, bigram_buckets=bigram_buckets,
+def tiny(arch: str, bidirectional: bool = False, bigram_buckets: int = 0, bag_ngrams: int = 2, **kwargs) -> StudentSpec:
+    return StudentSpec(arch=arch, bidirectional=bidirectional, bigram_buckets=bigram_buckets, bag_ngrams=bag_ngrams,
                        **{"hidden": 8, "embedding_dim": 8, "vocab_size": 50, **kwargs})
 
 
-@pytest.mark.parametrize("arch,bidirectional,buckets", KINDS)
-def test_same_seed_same_initial_weights(arch, bidirectional, buckets):
-    spec = tiny(arch, bidirectional, buckets)
+@pytest.mark.parametrize("arch,bidirectional,buckets,ngrams", KINDS)
+def test_same_seed_same_initial_weights(arch, bidirectional, buckets, ngrams):
+    spec = tiny(arch, bidirectional, buckets, ngrams)
     a, b, c = build_student(spec, 7), build_student(spec, 7), build_student(spec, 8)
     assert weights_sha256(a) == weights_sha256(b)
     for (name, ta), tb in zip(a.state_dict().items(), b.state_dict().values()):
@@ -25,12 +26,12 @@ def test_same_seed_same_initial_weights(arch, bidirectional, buckets):
     assert weights_sha256(a) != weights_sha256(c)
 
 
-@pytest.mark.parametrize("arch,bidirectional,buckets", KINDS)
+@pytest.mark.parametrize("arch,bidirectional,buckets,ngrams", KINDS)
 @pytest.mark.parametrize("training", [False, True])
-def test_padding_does_not_change_logits(arch, bidirectional, buckets, training):
+def test_padding_does_not_change_logits(arch, bidirectional, buckets, ngrams, training):
     """Length-bucketed batches pad at the end; a review's logits must not depend on its batch mates,
     in training (padded forward pass) as in inference (packed)."""
-    model = build_student(tiny(arch, bidirectional, buckets, dropout=0.0), 0).train(training)
+    model = build_student(tiny(arch, bidirectional, buckets, ngrams, dropout=0.0), 0).train(training)
     short = torch.tensor([[5, 6, 7, 8, 9]])
     padded = torch.tensor([[5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0]])
     with torch.no_grad():
@@ -83,20 +84,39 @@ def test_bigram_bag_is_the_mean_of_the_review_bigrams_vectors():
     assert tiny("gru", bigram_buckets=97).name == "gru-8+bigrams"
 
 
-@pytest.mark.parametrize("kwargs", [{"arch": "lstm"}, {"hidden": 0}, {"vocab_size": 2}, {"bigram_buckets": -1}])
+def test_trigram_bag_adds_the_review_trigrams_to_the_same_buckets():
+    """With bag_ngrams 3 the bag of [5, 6, 7] is the mean over its 2 bigrams and its 1 trigram, all
+    hashed into one table; a two-word review has its bigram only; the bigram bag is unchanged."""
+    from kd_imdb.students import BIGRAM_HASH
+
+    model = build_student(tiny("cnn", bigram_buckets=97, bag_ngrams=3, dropout=0.0), 0).eval()
+    table = model.bigrams.embed.weight  # [97, BIGRAM_DIM]
+    with torch.no_grad():
+        bag = model.bigrams(torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]]))
+        bigrams_only = build_student(tiny("cnn", bigram_buckets=97, dropout=0.0), 0).bigrams(torch.tensor([[5, 6, 7, 0]]))
+    trigram = ((5 * BIGRAM_HASH + 6) * BIGRAM_HASH + 7) % 97
+    expected = (table[(5 * BIGRAM_HASH + 6) % 97] + table[(6 * BIGRAM_HASH + 7) % 97] + table[trigram]) / 3
+    torch.testing.assert_close(bag[0], expected)
+    torch.testing.assert_close(bag[1], table[(8 * BIGRAM_HASH + 9) % 97])
+    torch.testing.assert_close(bigrams_only[0], (table[(5 * BIGRAM_HASH + 6) % 97] + table[(6 * BIGRAM_HASH + 7) % 97]) / 2)
+    assert tiny("gru", bigram_buckets=97, bag_ngrams=3).name == "gru-8+bi+trigrams"
+
+
+@pytest.mark.parametrize("kwargs", [{"arch": "lstm"}, {"hidden": 0}, {"vocab_size": 2}, {"bigram_buckets": -1},
+                                    {"bigram_buckets": 97, "bag_ngrams": 4}, {"bag_ngrams": 3}])
 def test_bad_spec_raises(kwargs):
     with pytest.raises(ValueError):
         StudentSpec(**kwargs)
 
 
-@pytest.mark.parametrize("arch,bidirectional,buckets", KINDS)
-def test_onnx_export_matches_pytorch(arch, bidirectional, buckets, tmp_path):
+@pytest.mark.parametrize("arch,bidirectional,buckets,ngrams", KINDS)
+def test_onnx_export_matches_pytorch(arch, bidirectional, buckets, ngrams, tmp_path):
     import numpy as np
 
     from kd_imdb.export import OnnxStudent, export_student_onnx
     from kd_imdb.train import pad
 
-    model = build_student(tiny(arch, bidirectional, buckets), 0).eval()
+    model = build_student(tiny(arch, bidirectional, buckets, ngrams), 0).eval()
     onnx = OnnxStudent(export_student_onnx(model, tmp_path / "s.onnx"))
     rng = np.random.default_rng(0)
     for batch, length in ((1, 3), (5, 40), (64, 7)):

@@ -14,6 +14,9 @@ import pytest
 from conftest import BIN, ROOT, run_cli
 from mlflow.tracking import MlflowClient
 
+from kd_imdb.config import StudyConfig
+from kd_imdb.study import study_name
+
 pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
 
 SMALL = ["--epochs", "1", "--max-len", "48", "--vocab-size", "1500", "--embedding-dim", "16"]
@@ -118,6 +121,15 @@ def test_runs_are_named_and_tagged_for_the_ui(study):
         tags = arm.data.tags
         assert tags["mlflow.note.content"].startswith(f"{tags['kd_imdb.config']}, seed {tags['kd_imdb.seed']}, "
                                                       f"arm {tags['kd_imdb.arm']}: ")
+
+
+def test_the_study_name_marks_a_bidirectional_gru_and_the_ngram_bag():
+    base = dict(soft_labels_run_id="s", seeds=3)
+    assert study_name(StudyConfig.from_flat(**base, grid="gru:16,64;cnn:64")) == "study gru16-64/cnn64 x3"
+    assert study_name(StudyConfig.from_flat(**base, grid="gru:64", bidirectional=True)) == "study bigru64 x3"
+    assert study_name(StudyConfig.from_flat(**base, grid="gru:64", bigram_buckets=8)) == "study gru64+bigrams x3"
+    trigrams = StudyConfig.from_flat(**base, grid="gru:64", bigram_buckets=8, bag_ngrams=3)
+    assert study_name(trigrams) == "study gru64+bi+trigrams x3"
 
 
 def test_configuration_runs_and_the_study_run_hold_the_results(study, server_env, tmp_path):
