@@ -4,19 +4,23 @@ runs: each review's padding skipped), in one run, one thread, on real test revie
     python benchmarks/gru_inference.py --data ../shared/data/imdb --max-len 512
 
 Both paths run the same weights (dropout 0, so train mode computes the padded pass without noise); the
-script measures their largest logit gap, then reviews/s of the model alone and with tokenisation.
+script measures their largest logit gap, then reviews/s of the model alone and with tokenisation, and
+of the same student exported to ONNX Runtime (one thread), which runs the padded batch as exported.
 ``--cnn-hidden`` adds CNN students at the same window for comparison (a CNN has no packed path: it
 always runs the padded batch); ``--bigram-hidden`` adds GRUs with a bag of hashed bigrams
 (``--bigram-buckets`` buckets), and ``--trigram-hidden`` GRUs whose bag holds bigrams and trigrams.
 """
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import click
 import numpy as np
 import torch
 
+from kd_imdb import export
 from kd_imdb.config import StudentSpec
 from kd_imdb.data import load_data
 from kd_imdb.students import build_student
@@ -57,8 +61,8 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
     print(f"{len(texts)} test reviews, {words:.0f} words on average (max_len {max_len}), batch 64, 1 thread; "
           f"tokenisation alone {tokenize:,.0f} reviews/s")
     print("| student | padded, model only | packed, model only | speed-up | padded + tokenisation | "
-          "packed + tokenisation | max logit gap |")
-    print("|---|---|---|---|---|---|---|")
+          "packed + tokenisation | max logit gap | ONNX Runtime, model only |")
+    print("|---|---|---|---|---|---|---|---|")
     students = ([(h, False, 0, 2) for h in hiddens] + [(h, True, 0, 2) for h in bi_hiddens]
                 + [(h, False, bigram_buckets, 2) for h in bigram_hiddens]
                 + [(h, False, bigram_buckets, 3) for h in trigram_hiddens])
@@ -73,16 +77,18 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
             with torch.no_grad():
                 rates[name] = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
                 total[name] = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
+        onnx = export.OnnxStudent(export.export_student_onnx(model, Path(tempfile.mkdtemp()) / "s.onnx"), threads=1)
+        rates["onnx"] = reviews_per_s(lambda b, s=onnx: s(pad(b).numpy()), seq_batches)
         bag = {0: "", 2: " + bigram bag", 3: " + bigram and trigram bag"}[ngrams if buckets else 0]
         name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}{bag}"
         print(f"| {name} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
-              f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} |")
+              f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} | {rates['onnx']:,.0f} |")
     for hidden in cnn_hiddens:
         model = build_student(StudentSpec(arch="cnn", hidden=hidden, dropout=0.0), 0).eval()
         with torch.no_grad():
             rate = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
             total = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
-        print(f"| CNN-{hidden} | {rate:,.0f} | — | — | {total:,.0f} | — | — |")
+        print(f"| CNN-{hidden} | {rate:,.0f} | — | — | {total:,.0f} | — | — | — |")
 
 
 if __name__ == "__main__":
