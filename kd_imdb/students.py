@@ -65,8 +65,7 @@ class GRUStudent(nn.Module):
     Training runs over the padded batch (batches are length-bucketed, and packing is slower in the
     backward pass on a CPU). Inference packs the batch, so each review's padding is skipped: a served
     request holds reviews of any length, and a GRU-64 at 512 words then predicts about 1.5 times as
-    fast, with the same logits (tests/test_students.py). The ONNX export is traced in eval mode, so it
-    packs too: ONNX Runtime's GRU gets each review's length and skips its padding.
+    fast, with the same logits (tests/test_students.py).
     """
 
     def __init__(self, spec: StudentSpec):
@@ -86,14 +85,10 @@ class GRUStudent(nn.Module):
 
     def read(self, gru: nn.GRU, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """[last state ; max-pool over time] of ``gru`` over ``embedded`` [B, L, E] padded at the end -> [B, 2H]."""
-        if self.training:
+        if self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             states, _ = gru(embedded)  # [B, L, H]
         else:
-            # the ONNX export traces this path too: its GRU node then gets the lengths (sequence_lens) and
-            # ONNX Runtime skips the padding as PyTorch does
-            lengths = mask.sum(dim=1).clamp(min=1)  # [B]
-            if not torch.onnx.is_in_onnx_export():
-                lengths = lengths.cpu()  # pack_padded_sequence wants them on the CPU; the export keeps them in the graph
+            lengths = mask.sum(dim=1).clamp(min=1).cpu()  # [B]
             packed, _ = gru(pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False))
             states, _ = pad_packed_sequence(packed, batch_first=True, total_length=embedded.shape[1])  # [B, L, H], 0 on padding
         last_idx = (mask.sum(dim=1) - 1).clamp(min=0)  # [B]
