@@ -94,3 +94,33 @@ def test_budget_curve_pairs_each_arm_with_scratch_per_budget(tmp_path):
     assert "| +0.030 [+0.005, +0.055] |" in rows[0]  # kd − scratch: 0.02, 0.03, 0.04 (t CI, 2 df)
     assert "| +0.050 [" in rows[1] and "| +0.000 [" in rows[1]  # no spread over seeds: no CI
     assert (tmp_path / "out" / "kd_gain_vs_budget.png").stat().st_size > 10_000
+
+
+def test_augment_data_adds_masked_copies_of_train_and_unlabelled_reviews_never_of_validation(tmp_path):
+    """scripts/augment_data.py: train, validation and test come back unchanged; the unlabelled split gains
+    one masked copy of each train review outside validation and of each unlabelled review."""
+    from kd_imdb.data import load_data
+
+    out = tmp_path / "aug"
+    proc = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "augment_data.py"), "--out", str(out),
+                           "--mask-p", "0.5", "--span-p", "0"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = load_data("sample", unsupervised=True).frame, load_data(str(out), unsupervised=True).frame
+    for split in ("train", "validation", "test"):
+        assert sorted(after.loc[after["split"] == split, "id"]) == sorted(before.loc[before["split"] == split, "id"])
+    copies = after.loc[(after["split"] == "unsupervised") & ~after["id"].isin(before["id"]), "text"]
+    sources = before[before["split"].isin(["train", "unsupervised"])]
+    assert len(copies) > 0.99 * len(sources)  # one copy each, less the few that collide
+    # with span_p 0 a copy keeps its review's length: each is a train or unlabelled review (never one
+    # only validation or test holds) with about half its words masked
+    by_length: dict[tuple, list] = {}
+    for split, text in zip(before["split"], before["text"]):
+        by_length.setdefault(len(text.split()), []).append((split, text.split()))
+    masked = []
+    for copy in copies:
+        words = copy.split()
+        origin = [split for split, source in by_length[len(words)]
+                  if all(w == "[MASK]" or w == s for w, s in zip(words, source))]
+        assert {"train", "unsupervised"} & set(origin)  # (a short review may also match a twin in another split)
+        masked.append(words.count("[MASK]") / len(words))
+    assert 0.45 < np.mean(masked) < 0.55
