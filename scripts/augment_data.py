@@ -64,13 +64,12 @@ def main(data: str, out: Path, copies: int, sources: str, mask_p: float, span_p:
                     seen.add(copy)
                     augmented.append(copy)
     out.mkdir(parents=True, exist_ok=True)
-    labelled = frame[frame["split"].isin(["train", "validation", "test"])]
-    for split in ("train", "test"):  # train holds validation again: every stage carves it the same way
-        part = labelled[labelled["split"].isin(["train", "validation"] if split == "train" else ["test"])]
-        part[["text", "label"]].to_parquet(out / f"{split}.parquet", index=False)
-    unlabelled = frame.loc[frame["split"] == "unsupervised", "text"].tolist() + augmented
+    split = frame["split"].replace({"validation": "train"})  # train holds validation again: every stage carves it alike
+    for name in ("train", "test"):
+        frame.loc[split == name, ["text", "label"]].to_parquet(out / f"{name}.parquet", index=False)
+    unlabelled = frame.loc[split == "unsupervised", "text"].tolist() + augmented
     pd.DataFrame({"text": unlabelled, "label": -1}).to_parquet(out / "unsupervised.parquet", index=False)
-    click.echo(f"{out}: {len(labelled):,} labelled reviews, {len(unlabelled):,} unlabelled "
+    click.echo(f"{out}: {(split != 'unsupervised').sum():,} labelled reviews, {len(unlabelled):,} unlabelled "
                f"({len(augmented):,} perturbed copies)")
 
 
