@@ -1,4 +1,5 @@
-"""The RESULTS.md helpers in scripts/ (report_runs, teacher_strength, search_table)."""
+"""The helpers in scripts/: the RESULTS.md tables (report_runs, teacher_strength, search_table, budget_curve)
+and the augmented transfer set (augment_data, label_copies)."""
 from __future__ import annotations
 
 import subprocess
@@ -124,3 +125,50 @@ def test_augment_data_adds_masked_copies_of_train_and_unlabelled_reviews_never_o
         assert {"train", "unsupervised"} & set(origin)  # (a short review may also match a twin in another split)
         masked.append(words.count("[MASK]") / len(words))
     assert 0.45 < np.mean(masked) < 0.55
+
+
+def test_label_copies_keeps_the_base_labels_and_stacks_a_second_teacher_on_the_copies(local_store, tmp_path):
+    """scripts/label_copies.py: the original reviews keep the base file's logits to the bit; each copy gets the
+    log-odds of a stack of the new teacher and the linear member fitted on validation; the file registers."""
+    from kd_imdb import tracking
+    from kd_imdb.data import load_data
+    from kd_imdb.soft_labels import read_logits, write_logits
+
+    aug = tmp_path / "aug"
+    proc = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "augment_data.py"), "--out", str(aug),
+                           "--sources", "train"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    teacher = run_cli("teacher", "--model", "tiny", "--max-len", "32", "--epochs", "1", "--train-size", "200",
+                      "--batch-size", "16", "--checkpoint-dir", str(tmp_path / "ck"), cwd=tmp_path)
+    nbsvm = run_cli("linear-teacher", "--data", str(aug), "--unsupervised", "true", "--kind", "nbsvm", cwd=tmp_path)
+    assert teacher.returncode == 0 and nbsvm.returncode == 0, teacher.stderr[-2000:] + nbsvm.stderr[-2000:]
+    teacher_run, nbsvm_run = teacher.stdout.split()[-1], nbsvm.stdout.split()[-1]
+
+    original = load_data("sample", unsupervised=True).frame.drop_duplicates("id")
+    base = pd.DataFrame({"id": original["id"], "logit_0": 0.0,
+                         "logit_1": np.random.default_rng(0).normal(size=len(original))})
+    write_logits(base, {"teacher_run_id": "base", "data_hash": load_data("sample").content_hash}, tmp_path / "base.parquet")
+    proc = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "label_copies.py"), "--teacher-run-id", teacher_run,
+                           "--linear-runs", nbsvm_run, "--data", str(aug), "--base-logits", str(tmp_path / "base.parquet"),
+                           "--out", str(tmp_path / "out.parquet"), "--stride", "30", "--fp32",
+                           "--cache-dir", str(tmp_path / "ck")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out, fingerprint = read_logits(tmp_path / "out.parquet")
+    everything = load_data(str(aug), unsupervised=True).frame.drop_duplicates("id")
+    assert sorted(out["id"]) == sorted(everything["id"])
+    kept = out.set_index("id").loc[base["id"]]
+    assert np.array_equal(kept["logit_1"].to_numpy(), base["logit_1"].to_numpy())  # the base labels, untouched
+    copies = out[~out["id"].isin(base["id"])]
+    assert len(copies) > 0.99 * (original["split"] == "train").sum()
+    assert np.allclose(copies["logit_0"], -copies["logit_1"])
+    assert fingerprint["copies_members"] == [teacher_run, nbsvm_run]
+    # The tiny teacher is near chance and NB-SVM is not, so the stack leans on NB-SVM: the copies' labels
+    # follow NB-SVM's on the same reviews (misaligned rows would agree about half the time).
+    nb, _ = read_logits(tracking.download_artifact(nbsvm_run, "soft_labels/logits.parquet"))
+    nb = nb.set_index("id").loc[copies["id"]]
+    assert ((nb["logit_1"] - nb["logit_0"] > 0).to_numpy() == (copies["logit_1"] > 0).to_numpy()).mean() > 0.9
+    registered = run_cli("soft-labels", "--logits-file", str(tmp_path / "out.parquet"), "--data", str(aug),
+                         "--unsupervised", "true", cwd=tmp_path)
+    assert registered.returncode == 0, registered.stderr[-2000:]
