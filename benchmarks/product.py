@@ -16,6 +16,7 @@ architecture and so the same cost. The stack's speed is its three members run on
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +70,7 @@ def row(name: str, params: int, correct: np.ndarray, rate: float, p50: float, no
 def main(data: str, logits: tuple[str, ...], students: tuple[str, ...], transformer: str, speed_reviews: int,
          batch1_reviews: int, tfidf_c: float, nbsvm_c: float, stride: int, out: str) -> None:
     torch.set_num_threads(1)  # one core for every row; scikit-learn's liblinear and vectorisers use one anyway
+    os.environ["RAYON_NUM_THREADS"] = "1"  # and the tokenizers library, which would encode a batch on every core
     imdb = load_data(data)
     train, test = imdb.split("train"), imdb.split("test")
     labels = test["label"].to_numpy()
