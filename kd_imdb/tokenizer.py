@@ -80,13 +80,16 @@ def _pipeline_json(tok: Tokenizer) -> str:
 
 
 _PLAIN = _pipeline_json(pipeline(Tokenizer(WordLevel({PAD: 0, UNK: 1}, unk_token=UNK))))
-_VOCABS: dict[int, tuple[Tokenizer, dict[str, int] | None]] = {}  # id(tok) -> (tok, its vocabulary or None)
+# id(tok) -> (tok, its vocabulary or None); one entry, the tokenizer in use, so that a study that
+# builds a tokenizer per student does not keep them all alive
+_VOCABS: dict[int, tuple[Tokenizer, dict[str, int] | None]] = {}
 
 
 def _fast_vocab(tok: Tokenizer) -> dict[str, int] | None:
     """``tok``'s vocabulary when its pipeline is ``train_tokenizer``'s (the fast path applies), else None."""
     held = _VOCABS.get(id(tok))
     if held is None or held[0] is not tok:  # the tokenizer is kept with it, so its id is never reused
+        _VOCABS.clear()
         held = _VOCABS[id(tok)] = (tok, tok.get_vocab() if _pipeline_json(tok) == _PLAIN else None)
     return held[1]
 

@@ -69,7 +69,8 @@ def main(teacher_run_id: str, linear_runs: str, data: str, base_logits: str, out
     print(f"{data}: {int(is_copy.sum()):,} copies to label, {len(base):,} reviews keep {base_logits}'s labels")
 
     # Teacher B, every window of the validation reviews and the copies.
-    subset = dataclasses.replace(full, frame=full.frame[is_val | is_copy.to_numpy()].reset_index(drop=True))
+    rows = is_val | is_copy.to_numpy()  # what teacher B scores and stack B labels
+    subset = dataclasses.replace(full, frame=full.frame[rows].reset_index(drop=True))
     cfg = SoftLabelsConfig(teacher_run_id=teacher_run_id, data=data, unsupervised=True, onnx_int8=onnx_int8,
                            stride=stride, cache_dir=cache_dir)
     windowed, fingerprint, metrics = label(cfg, subset, teacher_run_id)
@@ -81,7 +82,6 @@ def main(teacher_run_id: str, linear_runs: str, data: str, base_logits: str, out
     y = full.frame["label"].to_numpy()
     stack, cv_accuracy = fit_stack(m[is_val], y[is_val].astype(int))
     d = np.full(len(m), np.nan)
-    rows = is_val | is_copy.to_numpy()
     d[rows] = stack.decision_function(m[rows])  # the stacked log-odds of teacher B's stack
     base_val = margins_of(base.loc[full.frame["id"][is_val]].to_numpy())
     print(f"teacher B windowed ({fingerprint['pooling']} pooling) val accuracy "
