@@ -27,6 +27,19 @@ log = logging.getLogger(__name__)
 METHODS = ("mean", "stack")
 
 
+def margins(logits: np.ndarray) -> np.ndarray:
+    """logit_1 - logit_0: [..., 2] -> [...]."""
+    return logits[..., 1] - logits[..., 0]
+
+
+def stacked_logits(model: LogisticRegression, margins: np.ndarray) -> np.ndarray:
+    """The stack's logits [-d/2, d/2] [n, 2] for margins [n, k]; NaN where a member did not score a review."""
+    scored = ~np.isnan(margins).any(axis=1)
+    d = np.full(len(margins), np.nan)
+    d[scored] = model.decision_function(margins[scored])  # the stacked log-odds
+    return np.stack([-d / 2, d / 2], axis=1)
+
+
 def fit_stack(margins: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> tuple[LogisticRegression, float]:
     """The stacker fitted on ``margins`` [n, k] and ``labels`` [n], and its cross-validated accuracy."""
     model = LogisticRegression(C=1.0, max_iter=1000)
@@ -60,22 +73,19 @@ def ensemble(runs: list[str] | str, data: str = "sample", unsupervised: bool = F
         if method == "mean":
             logits = aligned.mean(axis=0)  # [n, 2]
         else:
-            margins = (aligned[:, :, 1] - aligned[:, :, 0]).T  # [n, k]
+            m = margins(aligned).T  # [n, k]
             val = (data.frame["split"] == "validation").to_numpy()
             labels = data.frame["label"].to_numpy()
             for k in range(len(runs)):
-                metrics[f"member{k}_val_accuracy"] = float(((margins[val, k] > 0) == labels[val]).mean())
-            model, metrics["stack_val_accuracy_cv"] = fit_stack(margins[val], labels[val].astype(int))
+                metrics[f"member{k}_val_accuracy"] = float(((m[val, k] > 0) == labels[val]).mean())
+            model, metrics["stack_val_accuracy_cv"] = fit_stack(m[val], labels[val].astype(int))
             metrics["stack_intercept"] = float(model.intercept_[0])
             metrics.update({f"stack_weight_member{k}": float(w) for k, w in enumerate(model.coef_[0])})
             fingerprint["weights"] = [round(float(w), 6) for w in model.coef_[0]]
             fingerprint["intercept"] = round(float(model.intercept_[0]), 6)
             log.info("stacked teacher: weights %s, intercept %.3f, cross-validated validation accuracy %.4f",
                      fingerprint["weights"], fingerprint["intercept"], metrics["stack_val_accuracy_cv"])
-            scored = ~np.isnan(margins).any(axis=1)
-            d = np.full(len(margins), np.nan)
-            d[scored] = model.decision_function(margins[scored])
-            logits = np.stack([-d / 2, d / 2], axis=1)
+            logits = stacked_logits(model, m)
         frame = data.frame[["id", "split"]].assign(logit_0=logits[:, 0], logit_1=logits[:, 1])
         frame = frame.dropna().drop_duplicates("id").reset_index(drop=True)  # reviews every teacher scored
         log_soft_labels(frame, fingerprint, data, metrics)

@@ -31,15 +31,10 @@ import pandas as pd
 
 from kd_imdb import tracking
 from kd_imdb.data import load_data
-from kd_imdb.ensemble import fit_stack
+from kd_imdb.ensemble import fit_stack, margins, stacked_logits
 from kd_imdb.soft_labels import SoftLabelsConfig, label, load_for_data, read_logits, write_logits
 
 log = logging.getLogger(__name__)
-
-
-def margins_of(logits: np.ndarray) -> np.ndarray:
-    """logit_1 - logit_0 per review: [n, 2] -> [n]."""
-    return logits[:, 1] - logits[:, 0]
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -77,13 +72,13 @@ def main(teacher_run_id: str, linear_runs: str, data: str, base_logits: str, out
     windowed = windowed.set_index("id")[["logit_0", "logit_1"]]
     aligned = [windowed.reindex(full.frame["id"]).to_numpy(np.float64)]  # [n, 2], NaN outside the subset
     aligned += [load_for_data(r, full).to_numpy(np.float64) for r in members]
-    m = np.stack([margins_of(a) for a in aligned], axis=1)  # [n, k]
+    m = np.stack([margins(a) for a in aligned], axis=1)  # [n, k], NaN outside the subset for teacher B
 
     y = full.frame["label"].to_numpy()
     stack, cv_accuracy = fit_stack(m[is_val], y[is_val].astype(int))
-    d = np.full(len(m), np.nan)
-    d[rows] = stack.decision_function(m[rows])  # the stacked log-odds of teacher B's stack
-    base_val = margins_of(base.loc[full.frame["id"][is_val]].to_numpy())
+    logits_b = stacked_logits(stack, m)  # [n, 2]; NaN for the reviews teacher B did not score
+    d = margins(logits_b)  # the stacked log-odds of teacher B's stack
+    base_val = margins(base.loc[full.frame["id"][is_val]].to_numpy())
     print(f"teacher B windowed ({fingerprint['pooling']} pooling) val accuracy "
           f"{((m[is_val, 0] > 0) == y[is_val]).mean():.4f}; int8 review agreement "
           f"{metrics.get('int8_review_top1_agreement', float('nan')):.4f}; "
@@ -97,9 +92,10 @@ def main(teacher_run_id: str, linear_runs: str, data: str, base_logits: str, out
           f"margin correlation {np.corrcoef(base_val, d[is_val])[0, 1]:.3f}")
     copy_margins = d[is_copy.to_numpy()]
     print(f"copies: {(copy_margins > 0).mean():.3f} labelled positive; mean |margin| {np.abs(copy_margins).mean():.2f} "
-          f"(the base teacher's, over the original reviews: {np.abs(margins_of(base.to_numpy())).mean():.2f})")
+          f"(the base teacher's, over the original reviews: {np.abs(margins(base.to_numpy())).mean():.2f})")
 
-    copies = full.frame.loc[is_copy, ["id", "split"]].assign(logit_0=-copy_margins / 2, logit_1=copy_margins / 2)
+    copies = full.frame.loc[is_copy, ["id", "split"]].assign(logit_0=logits_b[is_copy.to_numpy(), 0],
+                                                              logit_1=logits_b[is_copy.to_numpy(), 1])
     originals = full.frame.loc[~is_copy, ["id", "split"]].join(base, on="id")
     frame = pd.concat([originals, copies]).drop_duplicates("id").reset_index(drop=True)
     out_fingerprint = {

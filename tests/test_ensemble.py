@@ -7,7 +7,7 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 from kd_imdb.data import load_data
-from kd_imdb.ensemble import fit_stack
+from kd_imdb.ensemble import fit_stack, margins, stacked_logits
 from kd_imdb.soft_labels import read_logits, write_logits
 
 
@@ -20,6 +20,17 @@ def test_fit_stack_weights_the_informative_member():
     w_signal, w_noise = model.coef_[0]
     assert w_signal > 1.0 and abs(w_noise) < 0.2
     assert 0.95 < cv_accuracy < 1.0  # P(N(2, 1) > 0) = 0.977
+
+
+def test_stacked_logits_halve_the_stacked_log_odds_and_keep_unscored_reviews_nan():
+    m = np.array([[1.0, -2.0], [np.nan, 0.5], [0.0, 0.0]])  # [n, k]; review 1 lacks member 0
+    model, _ = fit_stack(np.array([[2.0, 1.0], [-2.0, -1.0], [1.5, 0.0], [-1.5, 0.0]] * 5), np.array([1, 0, 1, 0] * 5), folds=2)
+    logits = stacked_logits(model, m)
+    w, b = model.coef_[0], model.intercept_[0]
+    assert logits.shape == (3, 2)
+    np.testing.assert_allclose(margins(logits)[[0, 2]], [b + w[0] - 2 * w[1], b])
+    np.testing.assert_allclose(logits[:, 0], -logits[:, 1])  # [-d/2, d/2]: softmax gives sigmoid(d)
+    assert np.isnan(logits[1]).all()
 
 
 def test_stacked_teacher_is_fitted_on_validation_only(local_store, tmp_path):
