@@ -5,7 +5,9 @@ runs: each review's padding skipped), in one run, one thread, on real test revie
 
 Both paths run the same weights (dropout 0, so train mode computes the padded pass without noise); the
 script measures their largest logit gap, then reviews/s of the model alone and with tokenisation, and
-of the same student on ONNX Runtime (one thread, ``export_student_onnx``), which runs the padded batch.
+of the same student on ONNX Runtime (one thread, ``export_student_onnx``), which runs the padded batch,
+and of its int8 copy (``export.quantize_student``: int8 GRU and linear weights, packed), with that
+copy's largest logit gap from fp32.
 Tokenisation is timed twice: ``encode_texts`` (its fast path) and the ``tokenizers`` library's own
 ``encode_batch``, which gives the same ids.
 (Session 15 also exported the packed path, whose GRU node reads each review's length: the same logits,
@@ -68,8 +70,9 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
     print(f"{len(texts)} test reviews, {words:.0f} words on average (max_len {max_len}), batch 64, 1 thread; "
           f"tokenisation alone {tokenize:,.0f} reviews/s (the tokenizers library alone: {library:,.0f})")
     print("| student | padded, model only | packed, model only | speed-up | padded + tokenisation | "
-          "packed + tokenisation | max logit gap | ONNX Runtime, model only |")
-    print("|---|---|---|---|---|---|---|---|")
+          "packed + tokenisation | max logit gap | ONNX Runtime, model only | int8 packed, model only | "
+          "int8 packed + tokenisation | int8 max logit gap |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     students = ([(h, False, 0, 2) for h in hiddens] + [(h, True, 0, 2) for h in bi_hiddens]
                 + [(h, False, bigram_buckets, 2) for h in bigram_hiddens]
                 + [(h, False, bigram_buckets, 3) for h in trigram_hiddens])
@@ -86,16 +89,22 @@ def main(data: str, reviews: int, max_len: int, hiddens: tuple[int, ...], bi_hid
                 total[name] = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
         onnx = export.OnnxStudent(export.export_student_onnx(model, Path(tempfile.mkdtemp()) / "s.onnx"), threads=1)
         rates["onnx"] = reviews_per_s(lambda b, s=onnx: s(pad(b).numpy()), seq_batches)
+        int8 = export.quantize_student(model.eval())
+        with torch.no_grad():
+            int8_gap = max(float((model(pad(b)) - int8(pad(b))).abs().max()) for b in seq_batches)
+            rates["int8"] = reviews_per_s(lambda b, m=int8: m(pad(b)), seq_batches)
+            total["int8"] = reviews_per_s(lambda b, m=int8: m(pad(encode_texts(tok, b, max_len))), text_batches)
         bag = {0: "", 2: " + bigram bag", 3: " + bigram and trigram bag"}[ngrams if buckets else 0]
         name = f"{'bidirectional ' if bidirectional else ''}GRU-{hidden}{bag}"
         print(f"| {name} | {rates['padded']:,.0f} | {rates['packed']:,.0f} | {rates['packed'] / rates['padded']:.2f}x | "
-              f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} | {rates['onnx']:,.0f} |")
+              f"{total['padded']:,.0f} | {total['packed']:,.0f} | {gap:.1e} | {rates['onnx']:,.0f} | "
+              f"{rates['int8']:,.0f} | {total['int8']:,.0f} | {int8_gap:.1e} |")
     for hidden in cnn_hiddens:
         model = build_student(StudentSpec(arch="cnn", hidden=hidden, dropout=0.0), 0).eval()
         with torch.no_grad():
             rate = reviews_per_s(lambda b, m=model: m(pad(b)), seq_batches)
             total = reviews_per_s(lambda b, m=model: m(pad(encode_texts(tok, b, max_len))), text_batches)
-        print(f"| CNN-{hidden} | {rate:,.0f} | — | — | {total:,.0f} | — | — | — |")
+        print(f"| CNN-{hidden} | {rate:,.0f} | — | — | {total:,.0f} | — | — | — | — | — | — |")
 
 
 if __name__ == "__main__":
