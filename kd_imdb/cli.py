@@ -420,9 +420,10 @@ def read_reviews(path: str) -> list[str]:
 @click.option("--input", "input_path", default="",
               help="Read reviews from this file (- = stdin): one per line, or JSON Lines with a 'text' field. "
               "Long reviews can exceed the command line's length limit.")
+@click.option("--int8", is_flag=True, help="Serve a student with int8 GRU and linear weights (faster on a CPU).")
 @click.argument("texts", nargs=-1)
 @friendly_errors
-def predict(model_uri: str, input_path: str, texts: tuple[str, ...]) -> None:
+def predict(model_uri: str, input_path: str, int8: bool, texts: tuple[str, ...]) -> None:
     """Print the label and positive-class probability of each review TEXT (or of each review in --input)."""
     from kd_imdb import tracking
     from kd_imdb.serving import predict_texts, texts_from
@@ -433,7 +434,7 @@ def predict(model_uri: str, input_path: str, texts: tuple[str, ...]) -> None:
     tracking.setup_tracking()
     texts_from(reviews)  # bad input fails before the model loads
     try:
-        out = predict_texts(model_uri, reviews)
+        out = predict_texts(model_uri, reviews, int8)
     except Exception as exc:
         if isinstance(exc, ValueError):
             raise
@@ -453,13 +454,14 @@ def predict(model_uri: str, input_path: str, texts: tuple[str, ...]) -> None:
               "of {train,test}.parquet, 'sample' or a hub id.")
 @click.option("--split", default="test", show_default=True,
               help="The split to score when the data has a split column; 'all' = every labelled row.")
+@click.option("--int8", is_flag=True, help="Score a student with int8 GRU and linear weights, as it would serve.")
 @friendly_errors
-def evaluate(model_uri: str, data: str, split: str) -> None:
+def evaluate(model_uri: str, data: str, split: str, int8: bool) -> None:
     """Score a student or teacher on labelled reviews as one MLflow run: metrics, confusion table,
     reliability plot and per-review predictions (how to check a model on your own domain)."""
     from kd_imdb import evaluation
 
-    run_id, metrics = evaluation.run(evaluation.EvaluateConfig(model=model_uri, data=data, split=split))
+    run_id, metrics = evaluation.run(evaluation.EvaluateConfig(model=model_uri, data=data, split=split, int8=int8))
     click.echo(f"accuracy {metrics['accuracy']:.4f} [{metrics['accuracy_ci_low']:.4f}, {metrics['accuracy_ci_high']:.4f}]"
                f"  f1 {metrics['f1']:.4f}  ECE {metrics['ece']:.4f}  ({metrics['reviews_per_s']:.0f} reviews/s)")
     click.echo(f"evaluation run {run_id}: confusion table and reliability plot under evaluation/")

@@ -25,8 +25,9 @@ from matplotlib.figure import Figure
 
 from kd_imdb import teacher, tracking
 from kd_imdb.data import load_labelled
+from kd_imdb.export import quantize_student
 from kd_imdb.metrics import classification_metrics, reliability_curve, softmax
-from kd_imdb.serving import load_student
+from kd_imdb.serving import load_pyfunc, load_student
 from kd_imdb.stats import accuracy_ci
 from kd_imdb.tokenizer import encode_texts
 from kd_imdb.train import predict
@@ -39,11 +40,13 @@ class EvaluateConfig:
     model: str = "models:/kd-imdb-student@champion"
     data: str = "sample"
     split: str = "test"  # the split of a source with splits; "all" = every labelled row
+    int8: bool = False  # a student with int8 GRU and linear weights (export.quantize_student)
 
     def run_name(self) -> str:
         """``evaluate <model> on <data> (<split>)``: the model's registered name@alias, logged-model name,
         run or folder, and the data's file name."""
-        return f"evaluate {model_label(self.model)} on {Path(self.data).name or self.data} ({self.split})"
+        int8 = " int8" if self.int8 else ""
+        return f"evaluate {model_label(self.model)}{int8} on {Path(self.data).name or self.data} ({self.split})"
 
 
 def model_label(model_uri: str) -> str:
@@ -79,23 +82,27 @@ def teacher_window(model_uri: str) -> tuple[int, str]:
     return 128, "head+tail"
 
 
-def score(model_uri: str, texts: list[str]) -> tuple[np.ndarray, str]:
-    """Logits [n, 2] of the model on ``texts`` (a pyfunc's probability p becomes log(1-p), log p) and its kind."""
+def score(model_uri: str, texts: list[str], int8: bool = False) -> tuple[np.ndarray, str]:
+    """Logits [n, 2] of the model on ``texts`` (a pyfunc's probability p becomes log(1-p), log p) and its
+    kind; ``int8``: a student's int8 weights."""
     try:
         local = Path(model_uri) if Path(model_uri).is_dir() else Path(mlflow.artifacts.download_artifacts(model_uri))
     except Exception as exc:
         raise ValueError(f"cannot load model {model_uri} ({str(exc).splitlines()[0][:160]}); "
                          "check the URI and MLFLOW_TRACKING_URI") from exc
     kind = model_kind(local)
+    if int8 and (kind == "teacher" or (kind == "pyfunc" and (local / "artifacts" / "teacher").is_dir())):
+        raise ValueError(f"--int8 applies to students, and {model_uri} is a teacher; drop --int8")
     if kind == "student" or (kind == "pyfunc" and not (local / "artifacts" / "teacher").is_dir()):
         # A tiny GRU/CNN step cannot keep several threads busy, and beside other jobs the threads fight:
         # one thread scored 8x as many reviews/s as two on this 2-core machine with a study running.
         torch.set_num_threads(1)
     if kind == "student":  # runs:/<arm run>/student: every arm run's weights, registered or not
         model, tokenizer, max_len = load_student(local)
+        model = quantize_student(model) if int8 else model
         return predict(model, encode_texts(tokenizer, texts, max_len)), kind
     if kind == "pyfunc":
-        probability = mlflow.pyfunc.load_model(str(local)).predict(pd.DataFrame({"text": texts}))["probability"]
+        probability = load_pyfunc(str(local), int8).predict(pd.DataFrame({"text": texts}))["probability"]
         p = np.clip(probability.to_numpy(dtype=np.float64), 1e-7, 1 - 1e-7)
         return np.stack([np.log1p(-p), np.log(p)], axis=1), kind
     max_len, truncation = teacher_window(model_uri)
@@ -138,7 +145,7 @@ def run(cfg: EvaluateConfig) -> tuple[str, dict[str, float]]:
         tracking.log_datasets(cfg.data, {cfg.split: reviews["id"].tolist()})
         labels = reviews["label"].to_numpy()
         t0 = time.time()
-        logits, kind = score(cfg.model, reviews["text"].tolist())  # [n, 2]
+        logits, kind = score(cfg.model, reviews["text"].tolist(), cfg.int8)  # [n, 2]
         seconds = time.time() - t0
         mlflow.set_tag("kd_imdb.model_kind", kind)
         metrics = classification_metrics(logits, labels)

@@ -4,6 +4,11 @@ The student's pyfunc carries its safetensors weights, config and word tokenizer;
 transformers checkpoint and the window it was trained on. Both return, per review, the label
 (0 negative, 1 positive) and the positive-class probability, and both read the same inputs: a list
 of strings, one string, a table with one column of reviews, or {"text": [...]}.
+
+A student serves with int8 GRU and linear weights (``export.quantize_student``: faster on a CPU, with
+logits that move a little) when loaded with ``model_config={"int8": True}``, or served with
+``MLFLOW_PYFUNC_INFERENCE_CONFIG='{"int8": true}' mlflow models serve ...``; ``load_pyfunc(uri, int8=True)``
+(``kd-imdb predict/evaluate --int8``) also quantises students logged before the option existed.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from safetensors.torch import load_file
 import kd_imdb
 from kd_imdb import teacher
 from kd_imdb.config import StudentSpec, describe_arm
+from kd_imdb.export import quantize_student
 from kd_imdb.metrics import softmax
 from kd_imdb.students import build_student
 from kd_imdb.tokenizer import encode_texts, load_tokenizer
@@ -97,6 +103,8 @@ class StudentModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.model, self.tokenizer, self.max_len = load_student(context.artifacts["student"])
+        if (context.model_config or {}).get("int8"):
+            self.model = quantize_student(self.model)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return answer(model_input, lambda texts: predict(self.model, encode_texts(self.tokenizer, texts, self.max_len)),
@@ -138,8 +146,10 @@ OUTPUT_SCHEMA = Schema([ColSpec("long", "label"), ColSpec("double", "probability
 
 
 def log_pyfunc(student_dir: str | Path, name: str = "model"):
-    """Log the student in ``student_dir`` as a pyfunc model in the active run; returns its ModelInfo."""
-    return _log_with_package(StudentModel(), {"student": str(student_dir)}, name, model_requirements())
+    """Log the student in ``student_dir`` as a pyfunc model in the active run; returns its ModelInfo.
+    It serves fp32; ``model_config={"int8": True}`` at load time serves int8 weights."""
+    return _log_with_package(StudentModel(), {"student": str(student_dir)}, name, model_requirements(),
+                             model_config={"int8": False})
 
 
 def log_teacher_pyfunc(checkpoint_dir: str | Path, max_len: int, truncation: str, name: str = "teacher"):
@@ -255,7 +265,19 @@ def register_teacher(run_id: str, client) -> str:
     return version
 
 
-def predict_texts(model_uri: str, texts: list[str]) -> pd.DataFrame:
-    """Load a registered (or any) pyfunc student or teacher and score ``texts``."""
+def load_pyfunc(model_uri: str, int8: bool = False):
+    """A pyfunc student or teacher; ``int8``: a student with int8 GRU and linear weights (a ValueError
+    for a teacher, whose int8 path is ONNX Runtime: ``kd-imdb soft-labels --onnx-int8``)."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    if int8:
+        inner = model.unwrap_python_model()
+        if type(inner).__name__ != "StudentModel":
+            raise ValueError(f"--int8 applies to students, and {model_uri} is a teacher; drop --int8")
+        inner.model = quantize_student(inner.model)  # also for students logged without the int8 option
+    return model
+
+
+def predict_texts(model_uri: str, texts: list[str], int8: bool = False) -> pd.DataFrame:
+    """Load a registered (or any) pyfunc student or teacher and score ``texts`` (``int8``: see ``load_pyfunc``)."""
     # a one-column table: models logged before the input was unnamed (it was 'text') read it too
-    return mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"text": texts}))
+    return load_pyfunc(model_uri, int8).predict(pd.DataFrame({"text": texts}))

@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
@@ -17,7 +18,7 @@ from kd_imdb.data import DataError, load_data, load_labelled
 from kd_imdb.evaluation import EvaluateConfig, confusion
 from kd_imdb.experiment import save_student
 from kd_imdb.metrics import classification_metrics
-from kd_imdb.serving import log_pyfunc
+from kd_imdb.serving import load_pyfunc, log_pyfunc
 from kd_imdb.students import build_student
 from kd_imdb.tokenizer import train_tokenizer
 
@@ -82,6 +83,30 @@ def test_evaluate_logs_a_run_whose_metrics_are_the_students_own(student_uri, use
     assert cells[("positive", "positive")] + cells[("negative", "negative")] == round(direct["accuracy"] * 60)
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.name == "imdb-test" and json.loads(dataset.dataset.source)["uri"] == str(path)
+
+
+def test_evaluate_int8_scores_the_quantised_student_and_refuses_a_teacher(student_uri, user_file, local_store, tmp_path):
+    path, expected = user_file
+    proc = run_cli("evaluate", "--model", student_uri, "--data", str(path), "--int8")
+    assert proc.returncode == 0, proc.stderr
+    client = MlflowClient(local_store)
+    (run,) = client.search_runs(client.get_experiment_by_name("kd_imdb").experiment_id,
+                                "tags.`kd_imdb.stage` = 'evaluate'")
+    assert run.info.run_name == "evaluate student int8 on mine.csv (test)" and run.data.params["int8"] == "True"
+    int8 = load_pyfunc(student_uri, int8=True)
+    assert isinstance(int8.unwrap_python_model().model.gru, torch.ao.nn.quantized.dynamic.GRU)
+    p = np.clip(int8.predict(expected[["text"]])["probability"].to_numpy(), 1e-7, 1 - 1e-7)
+    direct = classification_metrics(np.stack([np.log1p(-p), np.log(p)], axis=1), expected["label"].to_numpy())
+    assert run.data.metrics["brier"] == pytest.approx(direct["brier"], abs=1e-6)  # the int8 student's own numbers
+    # a teacher has no int8 student path: one error line, exit 2, and its run closes FAILED
+    folder = tmp_path / "teacher"
+    teacher.load_model("tiny", seed=0).save_pretrained(folder)
+    teacher.load_tokenizer("packaged").save_pretrained(folder)
+    proc = run_cli("evaluate", "--model", str(folder), "--data", str(path), "--int8")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and "--int8 applies to students" in errors[0]
+    runs = client.search_runs(client.get_experiment_by_name("kd_imdb").experiment_id, "tags.`kd_imdb.stage` = 'evaluate'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
 
 
 def test_a_teacher_checkpoint_is_scored_at_its_own_window(local_store, tmp_path, user_file):

@@ -6,9 +6,11 @@ import json
 import subprocess
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import requests
+import torch
 from conftest import BIN, ROOT, free_port, wait_until_it_answers
 from mlflow.exceptions import MlflowException
 
@@ -87,6 +89,21 @@ def test_the_loaded_pyfunc_takes_a_list_a_string_a_series_and_a_table_alike(serv
         model.predict(pd.DataFrame({"id": [1, 2], "text": reviews}))
     assert model.predict(reviews[0])["probability"].tolist() == pytest.approx(expected[:1], abs=1e-6)
     assert model.metadata.signature.inputs.has_input_names() is False  # why a plain list passes MLflow's check
+
+
+def test_the_student_serves_int8_when_its_model_config_asks(served):
+    _, model_uri, store = served
+    mlflow.set_tracking_uri(store)
+    try:
+        fp32 = mlflow.pyfunc.load_model(model_uri)
+        int8 = mlflow.pyfunc.load_model(model_uri, model_config={"int8": True})
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert isinstance(int8.unwrap_python_model().model.gru, torch.ao.nn.quantized.dynamic.GRU)
+    assert isinstance(fp32.unwrap_python_model().model.gru, torch.nn.GRU)  # logged as fp32
+    reviews = load_data("sample").split("test")["text"].head(20).tolist()
+    p32, p8 = fp32.predict(reviews)["probability"].to_numpy(), int8.predict(reviews)["probability"].to_numpy()
+    assert 0 < np.abs(p32 - p8).max() < 0.01  # int8 weights: close to fp32, not equal
 
 
 @pytest.mark.parametrize("body, reason", [
