@@ -52,11 +52,18 @@ class NotQueued(Exception):
 # ----------------------------------------------------------------------------- local processes
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent_pid: int) -> None:
     """On Linux, a worker gets SIGKILL when its parent dies (even by SIGKILL): an orphan would otherwise
-    finish its cell after a rerun had already redone it, and the cell would count twice."""
+    finish its cell after a rerun had already redone it, and the cell would count twice.
+
+    The request only covers a parent that dies after it is made. A spawned worker makes it once its
+    interpreter has started, seconds after the parent forked it; a parent killed in those seconds left
+    an orphan that trained on (session 17: a study stopped two seconds after it began). So a worker
+    whose parent is already gone exits here instead."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # re-parented: the parent died before the request
+        os._exit(1)
 
 
 _status: tuple[Any, int] | None = None  # in a local worker with a parent's progress bar: (its queue, our index)
@@ -79,9 +86,9 @@ def _report(text: str | None) -> None:
     channel.put((index, text))  # None: a cell finished
 
 
-def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, status=None) -> None:
+def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, parent_pid: int, status=None) -> None:
     global _status
-    die_with_parent()
+    die_with_parent(parent_pid)
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
     if status is not None:
@@ -95,7 +102,7 @@ def start_workers(target: Callable[[int], Any], n: int, tracking_uri: str, statu
     """Start ``n`` worker processes; worker ``i`` runs ``target(i)`` (``target`` must pickle). With a
     ``status`` queue, workers send (index, text) lines there (``status_reporter``)."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_process_main, args=(target, i, tracking_uri, status)) for i in range(n)]
+    procs = [ctx.Process(target=_process_main, args=(target, i, tracking_uri, os.getpid(), status)) for i in range(n)]
     for p in procs:
         p.start()
     return procs

@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -74,6 +77,28 @@ def test_a_dead_worker_is_reported():
                               "study worker")
     assert executor.join_workers(executor.start_workers(functools.partial(exit_with, 3), 2, "sqlite:///x.db"),
                                  strict=False) == [3]
+
+
+# A worker's first lines: note that it started, ask to die with the parent whose pid it was given, then
+# note that it lives on. The sleep stands for a spawned worker's interpreter start-up.
+WORKER = ("import sys, time; from pathlib import Path; out = Path(sys.argv[2]); out.write_text('started'); "
+          "time.sleep(1.0); from kd_imdb.executor import die_with_parent; die_with_parent(int(sys.argv[1])); "
+          "out.write_text('lived on')")
+
+
+def test_a_worker_whose_parent_died_before_it_asked_to_die_with_it_exits(tmp_path):
+    # bash starts the worker in the background and exits at once: the parent is gone before the request
+    orphan = tmp_path / "orphan"
+    subprocess.run(["bash", "-c", f'"{sys.executable}" -c "$0" $$ "$1" & echo $! > "$1.pid"', WORKER, str(orphan)], check=True)
+    pid = int(Path(f"{orphan}.pid").read_text())
+    deadline = time.time() + 60
+    while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert orphan.read_text() == "started"  # it exited instead of training on
+    # with its parent alive (this process), the same worker lives on
+    child = tmp_path / "child"
+    subprocess.run([sys.executable, "-c", WORKER, str(os.getpid()), str(child)], check=True, timeout=60)
+    assert child.read_text() == "lived on"
 
 
 def test_the_shared_queue_runs_each_queued_cell_once(tmp_path):
