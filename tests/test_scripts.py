@@ -1,12 +1,14 @@
-"""The helpers in scripts/: the RESULTS.md tables (report_runs, teacher_strength, search_table, budget_curve)
-and the augmented transfer set (augment_data, label_copies)."""
+"""The helpers in scripts/: the RESULTS.md tables (report_runs, teacher_strength, search_table, budget_curve,
+runs_csv) and the augmented transfer set (augment_data, label_copies)."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import numpy as np
 import pandas as pd
 from conftest import BIN, ROOT, run_cli
+from mlflow.tracking import MlflowClient
 
 
 def test_report_runs_compares_teachers_on_the_same_test_reviews(local_store, tmp_path):
@@ -76,6 +78,35 @@ def test_search_table_has_a_row_per_arm_run():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| gru-")]
     assert rows == ["| gru-64 | len 512 | kd_transfer | 0 | 0.9112 | 0.9127 | 4 | 21 |",
                     "| gru-64 | len 512 | scratch | 0 | 0.8900 | 0.8910 | 2 | 7 |"]
+
+
+def test_runs_csv_writes_a_studys_row_for_each_student_run_and_search_table_reads_it(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(store)
+    exp = client.create_experiment("kd_imdb")
+    ids = []
+    for seed, val in ((1, 0.91), (0, 0.92)):  # the tags, params and metrics a `kd-imdb student` run logs
+        run = client.create_run(exp, tags={"kd_imdb.stage": "student", "kd_imdb.config": "gru-64+bigrams",
+                                           "kd_imdb.seed": str(seed), "kd_imdb.arm": "kd_transfer"})
+        client.log_param(run.info.run_id, "arch", "gru")
+        client.log_param(run.info.run_id, "hidden", "64")
+        for key, value in (("val_accuracy", val), ("test_accuracy", val - 0.001), ("best_epoch", 6), ("train_seconds", 1380)):
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+        ids.append(run.info.run_id)
+    unfinished = client.create_run(exp, tags={"kd_imdb.stage": "student"}).info.run_id
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    script = [str(BIN / "python"), str(ROOT / "scripts" / "runs_csv.py"), "--out", str(tmp_path / "runs.csv")]
+    out = subprocess.run([*script, *ids], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs["seed"].tolist() == [0, 1] and runs["run_id"].tolist() == ids[::-1]  # sorted as a study's
+    assert {"configuration", "arch", "hidden", "arm", "val_accuracy", "test_accuracy"} <= set(runs.columns)
+    table = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "search_table.py"),
+                            f"one by one={tmp_path / 'runs.csv'}"], capture_output=True, text=True)
+    assert "| gru-64+bigrams | one by one | kd_transfer | 0 | 0.9200 | 0.9190 | 6 | 23 |" in table.stdout
+    bad = subprocess.run([*script, ids[0], unfinished], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and f"run {unfinished} is not a finished student run" in bad.stderr
 
 
 def test_budget_curve_pairs_each_arm_with_scratch_per_budget(tmp_path):

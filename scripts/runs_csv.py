@@ -1,0 +1,39 @@
+"""A runs.csv for arm runs trained one by one (``kd-imdb student``), laid out as a study's, so that
+``kd-imdb register``, ``kd-imdb compare`` and ``scripts/search_table.py`` read them like a study's runs.
+
+    python scripts/runs_csv.py --out results/student_search/<name>/runs.csv <run id> <run id> ...
+
+Each row is read back from the tracking server (the run's tags, params and final metrics); nothing is
+typed by hand. A run that is not a finished student run is one error line.
+"""
+from pathlib import Path
+
+import click
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+
+def row(client: MlflowClient, run_id: str) -> dict:
+    """A study's runs.csv row (``ledger.collect``'s columns) for one finished student run."""
+    run = client.get_run(run_id)
+    tags, params = run.data.tags, run.data.params
+    if tags.get("kd_imdb.stage") != "student" or run.info.status != "FINISHED":
+        raise click.UsageError(f"run {run_id} is not a finished student run "
+                               f"(stage {tags.get('kd_imdb.stage')!r}, status {run.info.status})")
+    return {"configuration": tags["kd_imdb.config"], "arch": params["arch"], "hidden": int(params["hidden"]),
+            "seed": int(tags["kd_imdb.seed"]), "arm": tags["kd_imdb.arm"], "run_id": run_id, **run.data.metrics}
+
+
+@click.command(help=__doc__.split("\n\n")[0])
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--out", required=True, help="The runs.csv to write.")
+def main(run_ids: tuple[str, ...], out: str) -> None:
+    client = MlflowClient()
+    runs = pd.DataFrame([row(client, r) for r in run_ids]).sort_values(["arch", "hidden", "seed", "arm"])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out, index=False)
+    print(f"wrote {out}: {len(runs)} runs")
+
+
+if __name__ == "__main__":
+    main()
