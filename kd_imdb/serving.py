@@ -186,6 +186,12 @@ MODEL_DESCRIPTION = (
 )
 
 
+def model_name(text: str) -> str:
+    """A logged model's name from ``text``: MLflow refuses '/', ':', '.', '%' and quotes in it, so every
+    character but letters, digits, '_' and '-' becomes '-' (``gru-64+bigrams`` -> ``gru-64-bigrams``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", text)
+
+
 def register_best(runs: pd.DataFrame, client) -> dict:
     """Register the best student by validation accuracy (never test) as ``kd-imdb-student@champion``,
     and the best of each architecture under the alias ``best-<arch>``. Returns {alias: version}."""
@@ -200,7 +206,7 @@ def register_best(runs: pd.DataFrame, client) -> dict:
         run_id = row["run_id"]
         if run_id not in logged:
             # named after what it is: the logged-model list and the registry's source tell students apart
-            name = re.sub(r"[^A-Za-z0-9._-]", ".", f"student-{row['configuration']}-s{row['seed']}-{row['arm']}")
+            name = model_name(f"student-{row['configuration']}-s{row['seed']}-{row['arm']}")
             with tempfile.TemporaryDirectory() as tmp:
                 student_dir = client.download_artifacts(run_id, "student", tmp)
                 with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
@@ -246,7 +252,7 @@ def register_teacher(run_id: str, client) -> str:
     params, metrics = run.data.params, run.data.metrics
     max_len, truncation = int(params["max_len"]), params["truncation"]
     base = {teacher.PACKAGED: "all-MiniLM-L6-v2", teacher.TINY: "tiny-bert"}.get(params["model"], params["model"])
-    name = re.sub(r"[^A-Za-z0-9._-]", ".", f"teacher-{Path(base).name}-{max_len}")
+    name = model_name(f"teacher-{Path(base).name}-{max_len}")
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = client.download_artifacts(run_id, "model", tmp)
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from kd_imdb.config import StudentSpec
 from kd_imdb.data import load_data
 from kd_imdb.experiment import save_student
-from kd_imdb.serving import log_pyfunc, texts_from
+from kd_imdb.serving import log_pyfunc, model_name, texts_from
 from kd_imdb.students import build_student
 from kd_imdb.tokenizer import train_tokenizer
 
@@ -149,3 +149,15 @@ def test_a_bounded_load_gets_no_5xx_and_400_for_every_malformed_body(served, tmp
     assert figures["requests"] == 80 and figures["server_errors"] == 0 and figures["wrong_status"] == []
     assert figures["status"] == {"200": 64, "400": 16}  # every 5th of each client's 20 is malformed
     assert figures["tracebacks"] == 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
+
+
+def test_model_names_keep_only_what_mlflow_accepts(tmp_path):
+    names = [model_name("student-gru-64+bigrams-s1-kd_transfer"), model_name("teacher-bge-small-en-v1.5-512"),
+             model_name("student-cnn-64-s0-kd@linear")]
+    assert names == ["student-gru-64-bigrams-s1-kd_transfer", "teacher-bge-small-en-v1-5-512", "student-cnn-64-s0-kd-linear"]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/m.db")
+    try:
+        for name in names:  # MLflow takes each as a logged model's name
+            assert mlflow.initialize_logged_model(name=name).name == name
+    finally:
+        mlflow.set_tracking_uri(None)
