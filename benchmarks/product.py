@@ -18,6 +18,7 @@ architecture and so the same cost. The stack's speed is its three members run on
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -139,14 +140,12 @@ def main(data: str, logits: tuple[str, ...], students: tuple[str, ...], transfor
             with torch.inference_mode():
                 return net(pad(encode_texts(stok, t, max_len))).numpy()
 
-        def student_int8(t, net=int8, stok=stok, max_len=max_len):
-            with torch.inference_mode():
-                return net(pad(encode_texts(stok, t, max_len))).numpy()
-
         def student_onnx(t, sess=onnx_student, stok=stok, max_len=max_len):
             return sess(pad(encode_texts(stok, t, max_len)).numpy())
 
-        for runtime, fn in (("PyTorch", student_torch), ("PyTorch int8", student_int8), ("ONNX Runtime", student_onnx)):
+        runtimes = (("PyTorch", student_torch), ("PyTorch int8", functools.partial(student_torch, net=int8)),
+                    ("ONNX Runtime", student_onnx))
+        for runtime, fn in runtimes:
             rate, p50 = speed(fn, timed, batch1_reviews)
             note = f"max_len {max_len}" + (f"; top-1 agreement with fp32 {agree:.4f}" if runtime == "PyTorch int8" else "")
             rows.append(row(f"{name} ({runtime})", n, correct[runtime], rate, p50, note))

@@ -91,9 +91,10 @@ def score(model_uri: str, texts: list[str], int8: bool = False) -> tuple[np.ndar
         raise ValueError(f"cannot load model {model_uri} ({str(exc).splitlines()[0][:160]}); "
                          "check the URI and MLFLOW_TRACKING_URI") from exc
     kind = model_kind(local)
-    if int8 and (kind == "teacher" or (kind == "pyfunc" and (local / "artifacts" / "teacher").is_dir())):
+    is_teacher = kind == "teacher" or (kind == "pyfunc" and (local / "artifacts" / "teacher").is_dir())
+    if int8 and is_teacher:
         raise ValueError(f"--int8 applies to students, and {model_uri} is a teacher; drop --int8")
-    if kind == "student" or (kind == "pyfunc" and not (local / "artifacts" / "teacher").is_dir()):
+    if not is_teacher:
         # A tiny GRU/CNN step cannot keep several threads busy, and beside other jobs the threads fight:
         # one thread scored 8x as many reviews/s as two on this 2-core machine with a study running.
         torch.set_num_threads(1)

@@ -108,13 +108,13 @@ def export_student_onnx(model, path: str | Path) -> Path:
 
 def quantize_student(model: nn.Module) -> nn.Module:
     """An eval-mode copy of a student whose GRUs and linear layers hold int8 weights (PyTorch dynamic
-    quantisation: activations are quantised per step at run time; embeddings and the bag stay fp32).
+    quantisation: activations are quantised at run time; embeddings and the bag stay fp32).
 
-    At a GRU-64 the recurrence is small matrices, and the input projection of each word (embedding [E]
-    -> gates [3H]) is most of the work; int8 weights halve both on one core. The packed path (each
-    review's padding skipped) is kept. The logits move a little: measure agreement with fp32 before
-    shipping it (``agreement``). ``torch.ao.quantization`` warns that it is deprecated; constraints.txt
-    pins the torch that has it.
+    At a GRU-64 the recurrence and the input projection of each word (embedding [E] -> gates [3H]) are
+    most of the work, and int8 weights make both cheaper on one core (RESULTS §24 round 10). The packed
+    path (each review's padding skipped) is kept. The logits move a little: measure agreement with fp32
+    before shipping it (``agreement``). ``torch.ao.quantization`` warns that it is deprecated;
+    constraints.txt pins the torch that has it.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))

@@ -64,7 +64,8 @@ def main(teacher_run_id: str, linear_runs: str, data: str, base_logits: str, out
     print(f"{data}: {int(is_copy.sum()):,} copies to label, {len(base):,} reviews keep {base_logits}'s labels")
 
     # Teacher B, every window of the validation reviews and the copies.
-    rows = is_val | is_copy.to_numpy()  # what teacher B scores and stack B labels
+    copy_rows = is_copy.to_numpy()
+    rows = is_val | copy_rows  # what teacher B scores and stack B labels
     subset = dataclasses.replace(full, frame=full.frame[rows].reset_index(drop=True))
     cfg = SoftLabelsConfig(teacher_run_id=teacher_run_id, data=data, unsupervised=True, onnx_int8=onnx_int8,
                            stride=stride, cache_dir=cache_dir)
@@ -90,12 +91,11 @@ def main(teacher_run_id: str, linear_runs: str, data: str, base_logits: str, out
     print(f"stack A val accuracy {((base_val > 0) == y[is_val]).mean():.4f} (in-sample); stacks A and B agree on "
           f"{((base_val > 0) == (d[is_val] > 0)).mean():.4f} of validation reviews; "
           f"margin correlation {np.corrcoef(base_val, d[is_val])[0, 1]:.3f}")
-    copy_margins = d[is_copy.to_numpy()]
+    copy_margins = d[copy_rows]
     print(f"copies: {(copy_margins > 0).mean():.3f} labelled positive; mean |margin| {np.abs(copy_margins).mean():.2f} "
           f"(the base teacher's, over the original reviews: {np.abs(margins(base.to_numpy())).mean():.2f})")
 
-    copies = full.frame.loc[is_copy, ["id", "split"]].assign(logit_0=logits_b[is_copy.to_numpy(), 0],
-                                                              logit_1=logits_b[is_copy.to_numpy(), 1])
+    copies = full.frame.loc[is_copy, ["id", "split"]].assign(logit_0=logits_b[copy_rows, 0], logit_1=logits_b[copy_rows, 1])
     originals = full.frame.loc[~is_copy, ["id", "split"]].join(base, on="id")
     frame = pd.concat([originals, copies]).drop_duplicates("id").reset_index(drop=True)
     out_fingerprint = {
