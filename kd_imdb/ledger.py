@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Run
 from mlflow.tracking import MlflowClient
 
 from kd_imdb import tracking
@@ -131,6 +131,13 @@ def log_configuration_metrics(client: MlflowClient, cells: list[Cell], metrics: 
             client.log_batch(cell.config_id, [Metric(k, v, int(time.time() * 1000), 0) for k, v in values.items()])
 
 
+def arm_row(run: Run, configuration: str, seed: int) -> dict:
+    """One row of a study's runs.csv: configuration, arch, hidden, seed, arm, run_id, then the arm run's
+    metrics. The one place these columns are named (``collect``, ``scripts/runs_csv.py``)."""
+    return {"configuration": configuration, "arch": run.data.params["arch"], "hidden": int(run.data.params["hidden"]),
+            "seed": seed, "arm": run.data.tags["kd_imdb.arm"], "run_id": run.info.run_id, **run.data.metrics}
+
+
 def collect(client: MlflowClient, experiment_id: str, study_id: str) -> pd.DataFrame:
     """One row per finished arm run of the study: configuration, arch, hidden, seed, arm, run_id, and the
     run's metrics; sorted by arch, hidden, seed, arm (empty if none finished)."""
@@ -138,13 +145,10 @@ def collect(client: MlflowClient, experiment_id: str, study_id: str) -> pd.DataF
     configs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{study_id}'")
     for config in configs:
         for pair in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{config.info.run_id}'"):
-            for arm, run in arm_runs(client, experiment_id, pair.info.run_id).items():
+            for run in arm_runs(client, experiment_id, pair.info.run_id).values():
                 if run.info.status != FINISHED:
                     continue
-                rows.append({"configuration": config.data.tags["kd_imdb.config"],
-                             "arch": run.data.params["arch"], "hidden": int(run.data.params["hidden"]),
-                             "seed": int(pair.data.tags["kd_imdb.seed"]), "arm": arm, "run_id": run.info.run_id,
-                             **run.data.metrics})
+                rows.append(arm_row(run, config.data.tags["kd_imdb.config"], int(pair.data.tags["kd_imdb.seed"])))
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).sort_values(["arch", "hidden", "seed", "arm"]).reset_index(drop=True)

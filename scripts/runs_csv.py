@@ -12,16 +12,17 @@ import click
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from kd_imdb import ledger
+
 
 def row(client: MlflowClient, run_id: str) -> dict:
-    """A study's runs.csv row (``ledger.collect``'s columns) for one finished student run."""
+    """A study's runs.csv row (``ledger.arm_row``) for one finished student run, read from its own tags."""
     run = client.get_run(run_id)
-    tags, params = run.data.tags, run.data.params
+    tags = run.data.tags
     if tags.get("kd_imdb.stage") != "student" or run.info.status != "FINISHED":
         raise click.UsageError(f"run {run_id} is not a finished student run "
                                f"(stage {tags.get('kd_imdb.stage')!r}, status {run.info.status})")
-    return {"configuration": tags["kd_imdb.config"], "arch": params["arch"], "hidden": int(params["hidden"]),
-            "seed": int(tags["kd_imdb.seed"]), "arm": tags["kd_imdb.arm"], "run_id": run_id, **run.data.metrics}
+    return ledger.arm_row(run, tags["kd_imdb.config"], int(tags["kd_imdb.seed"]))
 
 
 @click.command(help=__doc__.split("\n\n")[0])
