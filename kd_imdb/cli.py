@@ -168,10 +168,13 @@ HELP = {
     "soft_labels_run_id": "Run id of a soft_labels run (needed for KD).",
     "hidden": "GRU units or CNN filters per width.",
     "bidirectional": "GRU only: a second GRU reads each review right to left (features of both directions).",
-    "bigram_buckets": "A bag of hashed word bigrams beside the net (fastText), in this many buckets of 16 "
-                      "numbers each (e.g. 131072: 2.1M parameters); 0: none.",
+    "bigram_buckets": "A bag of hashed word bigrams beside the net (fastText), in this many buckets of "
+                      "--bag-dim numbers each (e.g. 131072 x 16: 2.1M parameters); 0: none.",
     "bag_ngrams": "The bag's longest word n-gram: 2 = bigrams; 3 = bigrams and trigrams, hashed into the same "
                   "buckets (fastText's -wordNgrams 3). Needs --bigram-buckets.",
+    "bag_dim": "Numbers per bucket of the bag. The output layer reads them linearly, so a bucket acts as one "
+               "number whatever its width: 1 with 16 times the buckets keeps the parameters and cuts the "
+               "n-grams that share a bucket 16-fold.",
     "max_len": "Words per review.",
     "lr_schedule": "constant, or cosine: Adam's lr decays to 0 over all epochs (kd_hard's hard ones included).",
     "epochs": "0 = origin's: 4 GRU, 3 CNN.",

@@ -63,6 +63,7 @@ class StudentSpec:
     bidirectional: bool = False  # GRU only: a second GRU reads each review right to left
     bigram_buckets: int = 0  # > 0: a bag of hashed word bigrams beside the GRU/CNN (fastText); 0 = none
     bag_ngrams: int = 2  # the bag's longest word n-gram: 2 = bigrams, 3 = bigrams and trigrams in the same buckets
+    bag_dim: int = 16  # numbers per bucket (students.BIGRAM_DIM); the output layer reads them linearly
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -81,6 +82,8 @@ class StudentSpec:
             raise ValueError(f"bag_ngrams must be 2 (bigrams) or 3 (bigrams and trigrams), got {self.bag_ngrams}")
         if self.bag_ngrams != 2 and not self.bigram_buckets:
             raise ValueError(f"bag_ngrams {self.bag_ngrams} needs a bag: set bigram_buckets > 0 too")
+        if not 1 <= self.bag_dim <= 1024:
+            raise ValueError(f"bag_dim must lie in [1, 1024], got {self.bag_dim}")
 
     @property
     def name(self) -> str:
@@ -90,8 +93,10 @@ class StudentSpec:
 
     @property
     def bag_suffix(self) -> str:
-        """What the n-gram bag adds to a student's name: ``+bigrams``, ``+bi+trigrams`` or nothing."""
-        return {0: "", 2: "+bigrams", 3: "+bi+trigrams"}[self.bag_ngrams if self.bigram_buckets else 0]
+        """What the n-gram bag adds to a student's name: ``+bigrams``, ``+bi+trigrams`` or nothing, and
+        ``-d1`` for a bag whose buckets hold 1 number instead of 16."""
+        suffix = {0: "", 2: "+bigrams", 3: "+bi+trigrams"}[self.bag_ngrams if self.bigram_buckets else 0]
+        return suffix + (f"-d{self.bag_dim}" if suffix and self.bag_dim != 16 else "")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
@@ -226,7 +231,7 @@ class ArmConfig:
         return {"data": self.data, "soft_labels_run_id": self.soft_labels_run_id, "arch": s.arch, "hidden": s.hidden,
                 "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size, "bidirectional": s.bidirectional,
                 "bigram_buckets": s.bigram_buckets,
-                "bag_ngrams": s.bag_ngrams, "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr,
+                "bag_ngrams": s.bag_ngrams, "bag_dim": s.bag_dim, "max_len": t.max_len, "epochs": self.epochs, "lr": t.lr,
                 "lr_schedule": t.lr_schedule, "batch_size": t.batch_size, "seed": self.seed,
                 "mode": d.mode, "temperature": d.temperature, "alpha": d.alpha, "hard_epochs": t.hard_epochs,
                 "val_fraction": t.val_fraction, "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
@@ -257,7 +262,7 @@ class ArmConfig:
 
 # Study fields added after studies had run: at their defaults they stay out of the key.
 NEWER_FIELDS = {"teachers": "", "label_budget": 0, "bidirectional": False, "lr_schedule": "constant",
-                "bigram_buckets": 0, "bag_ngrams": 2}
+                "bigram_buckets": 0, "bag_ngrams": 2, "bag_dim": 16}
 
 
 @dataclass(frozen=True)
@@ -303,7 +308,7 @@ class StudyConfig:
                 "finetune_hard_epochs": t.hard_epochs, "arms": ",".join(self.arms), "temperature": d.temperature,
                 "alpha": d.alpha, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
                 "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets,
-                "bag_ngrams": s.bag_ngrams, "max_len": t.max_len, "lr": t.lr,
+                "bag_ngrams": s.bag_ngrams, "bag_dim": s.bag_dim, "max_len": t.max_len, "lr": t.lr,
                 "lr_schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "workers": self.workers, "register": self.register, "storage": self.storage,
                 "teachers": format_teachers(d.teachers), "label_budget": t.label_budget}
@@ -377,7 +382,7 @@ class SweepConfig:
                 "t_min": self.t_min, "t_max": self.t_max, "sweep_alpha": self.sweep_alpha, "seed": b.seed,
                 "epochs": t.epochs, "embedding_dim": s.embedding_dim, "vocab_size": s.vocab_size,
                 "bidirectional": s.bidirectional, "bigram_buckets": s.bigram_buckets,
-                "bag_ngrams": s.bag_ngrams, "max_len": t.max_len, "lr": t.lr,
+                "bag_ngrams": s.bag_ngrams, "bag_dim": s.bag_dim, "max_len": t.max_len, "lr": t.lr,
                 "lr_schedule": t.lr_schedule,
                 "batch_size": t.batch_size, "storage": self.storage, "study_name": self.name, "workers": self.workers}
 

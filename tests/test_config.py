@@ -112,6 +112,8 @@ def test_study_keys_are_those_of_the_flat_study_before_the_redesign():
     bag = dict(base, bigram_buckets=4096)  # bag_ngrams came later still: bigram-bag studies keep their key
     assert StudyConfig.from_flat(**bag, bag_ngrams=2).key() == StudyConfig.from_flat(**bag).key()
     assert StudyConfig.from_flat(**bag, bag_ngrams=3).key() != StudyConfig.from_flat(**bag).key()
+    assert StudyConfig.from_flat(**bag, bag_dim=16).key() == StudyConfig.from_flat(**bag).key()  # bag_dim: later again
+    assert StudyConfig.from_flat(**bag, bag_dim=1).key() != StudyConfig.from_flat(**bag).key()
 
 
 def test_old_student_configs_load():

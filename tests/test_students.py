@@ -1,4 +1,5 @@
 """Students: seeded initial weights, shapes, padding invariance."""
+import numpy as np
 import pytest
 import torch
 
@@ -102,8 +103,34 @@ def test_trigram_bag_adds_the_review_trigrams_to_the_same_buckets():
     assert tiny("gru", bigram_buckets=97, bag_ngrams=3).name == "gru-8+bi+trigrams"
 
 
+@pytest.mark.parametrize("arch", ["gru", "cnn"])
+def test_bag_dim_sets_the_numbers_per_bucket(arch, tmp_path):
+    """bag_dim 1: each bucket is one number, the output layer reads one bag feature, and the bag is
+    still the mean over the review's bigrams; the parameters are buckets x bag_dim."""
+    from kd_imdb.export import OnnxStudent, export_student_onnx
+    from kd_imdb.students import BIGRAM_HASH
+
+    spec = tiny(arch, bigram_buckets=97 * 16, bag_dim=1, dropout=0.0)
+    model = build_student(spec, 0).eval()
+    table = model.bigrams.embed.weight  # [1552, 1]
+    assert table.shape == (97 * 16, 1) and table.abs().max() <= 1.0
+    assert model.out.in_features == (2 * 8 if arch == "gru" else 3 * 8) + 1
+    with torch.no_grad():
+        bag = model.bigrams(torch.tensor([[5, 6, 7, 0]]))
+    expected = (table[(5 * BIGRAM_HASH + 6) % 1552] + table[(6 * BIGRAM_HASH + 7) % 1552]) / 2
+    torch.testing.assert_close(bag[0], expected)
+    default = build_student(tiny(arch, bigram_buckets=97), 0)
+    assert model.bigrams.embed.weight.numel() == default.bigrams.embed.weight.numel() == 1552
+    assert spec.name == f"{arch}-8+bigrams-d1" and tiny(arch, bigram_buckets=97, bag_dim=16).name == f"{arch}-8+bigrams"
+    onnx = OnnxStudent(export_student_onnx(model, tmp_path / "s.onnx"))  # the export takes the narrow bag too
+    ids = torch.tensor([[5, 6, 7, 0, 0], [9, 8, 7, 6, 5]])
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx(ids.numpy()), model(ids).numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs", [{"arch": "lstm"}, {"hidden": 0}, {"vocab_size": 2}, {"bigram_buckets": -1},
-                                    {"bigram_buckets": 97, "bag_ngrams": 4}, {"bag_ngrams": 3}])
+                                    {"bigram_buckets": 97, "bag_ngrams": 4}, {"bag_ngrams": 3},
+                                    {"bigram_buckets": 97, "bag_dim": 0}])
 def test_bad_spec_raises(kwargs):
     with pytest.raises(ValueError):
         StudentSpec(**kwargs)
@@ -111,8 +138,6 @@ def test_bad_spec_raises(kwargs):
 
 @pytest.mark.parametrize("arch,bidirectional,buckets,ngrams", KINDS)
 def test_onnx_export_matches_pytorch(arch, bidirectional, buckets, ngrams, tmp_path):
-    import numpy as np
-
     from kd_imdb.export import OnnxStudent, export_student_onnx
     from kd_imdb.train import pad
 
