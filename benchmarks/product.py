@@ -40,11 +40,13 @@ from kd_imdb.train import pad, predict
 
 def speed(fn, texts: list[str], batch1: int) -> tuple[float, float]:
     """(reviews/s at batch 64, p50 ms at batch 1) of ``fn`` (list of texts -> anything)."""
-    for i in range(0, len(texts), 64):  # warm-up: one untimed pass, so first-call allocations at every
-        fn(texts[i:i + 64])                # padded length are not timed (they cost the long-input students most)
+    def one_pass() -> None:
+        for i in range(0, len(texts), 64):
+            fn(texts[i:i + 64])
+
+    one_pass()  # warm-up: first-call allocations at every padded length are not timed (they cost long inputs most)
     t0 = time.perf_counter()
-    for i in range(0, len(texts), 64):
-        fn(texts[i:i + 64])
+    one_pass()
     rate = len(texts) / (time.perf_counter() - t0)
     latencies = []
     for text in texts[:batch1]:

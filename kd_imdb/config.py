@@ -63,7 +63,7 @@ class StudentSpec:
     bidirectional: bool = False  # GRU only: a second GRU reads each review right to left
     bigram_buckets: int = 0  # > 0: a bag of hashed word bigrams beside the GRU/CNN (fastText); 0 = none
     bag_ngrams: int = 2  # the bag's longest word n-gram: 2 = bigrams, 3 = bigrams and trigrams in the same buckets
-    bag_dim: int = 16  # numbers per bucket (students.BIGRAM_DIM); the output layer reads them linearly
+    bag_dim: int = 16  # numbers per bucket; the output layer reads them linearly
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -96,7 +96,7 @@ class StudentSpec:
         """What the n-gram bag adds to a student's name: ``+bigrams``, ``+bi+trigrams`` or nothing, and
         ``-d1`` for a bag whose buckets hold 1 number instead of 16."""
         suffix = {0: "", 2: "+bigrams", 3: "+bi+trigrams"}[self.bag_ngrams if self.bigram_buckets else 0]
-        return suffix + (f"-d{self.bag_dim}" if suffix and self.bag_dim != 16 else "")
+        return suffix + (f"-d{self.bag_dim}" if suffix and self.bag_dim != StudentSpec.bag_dim else "")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "kernel_sizes": list(self.kernel_sizes)}
@@ -262,7 +262,7 @@ class ArmConfig:
 
 # Study fields added after studies had run: at their defaults they stay out of the key.
 NEWER_FIELDS = {"teachers": "", "label_budget": 0, "bidirectional": False, "lr_schedule": "constant",
-                "bigram_buckets": 0, "bag_ngrams": 2, "bag_dim": 16}
+                "bigram_buckets": 0, "bag_ngrams": 2, "bag_dim": StudentSpec.bag_dim}
 
 
 @dataclass(frozen=True)

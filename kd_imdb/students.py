@@ -19,7 +19,7 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
 
 
-BIGRAM_DIM = 16  # the default width of an n-gram's vector (``StudentSpec.bag_dim``)
+BIGRAM_DIM = StudentSpec.bag_dim  # the default width of an n-gram's vector
 BIGRAM_HASH = 1_000_003  # a prime; the bigram (a, b) of word ids falls in bucket (a * BIGRAM_HASH + b) mod buckets,
 # the trigram (a, b, c) in ((a * BIGRAM_HASH + b) * BIGRAM_HASH + c) mod buckets (< 2**63 for ids < 9e6)
 
