@@ -230,9 +230,12 @@ def student(**kwargs) -> None:
     """Train a student seed pair (scratch and KD) or one arm, and log it."""
     from kd_imdb import analysis, experiment
 
-    results = experiment.run(ArmConfig.from_flat(**kwargs))
-    click.echo("\nTest metrics (model chosen on validation):\n"
-               + analysis.pair_table({f"{kwargs['arch']}-{kwargs['hidden']}": results}))
+    cfg = ArmConfig.from_flat(**kwargs)
+    results = experiment.run(cfg)
+    name = cfg.student.name  # with the bag's suffix, as the runs are named
+    table = (analysis.pair_table({name: results}) if cfg.distillation.mode == "pair"
+             else analysis.arm_table(name, results))  # one arm: its own row, not a pair table with empty cells
+    click.echo("\nTest metrics (model chosen on validation):\n" + table)
 
 
 @main.command()

@@ -19,6 +19,14 @@ def masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
 
 
+def padded_pass(module: nn.Module) -> bool:
+    """Whether ``module`` runs over the whole padded batch [B, L]: in training (batches are
+    length-bucketed, and the padded pass is faster to differentiate on a CPU) and when traced or exported
+    (ONNX needs static ops). Otherwise, in inference, each review costs its own length: the students
+    embed and read only its real tokens, so a request's longest review no longer sets everyone's cost."""
+    return module.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 BIGRAM_DIM = StudentSpec.bag_dim  # the default width of an n-gram's vector
 BIGRAM_HASH = 1_000_003  # a prime; the bigram (a, b) of word ids falls in bucket (a * BIGRAM_HASH + b) mod buckets,
 # the trigram (a, b, c) in ((a * BIGRAM_HASH + b) * BIGRAM_HASH + c) mod buckets (< 2**63 for ids < 9e6)
@@ -53,10 +61,15 @@ class BigramBag(nn.Module):
             h = words[0]
             for w in words[1:]:
                 h = h * BIGRAM_HASH + w
-            # [B, L-n+1, 1]; padding is at the end, so an n-gram whose last word is real is real throughout
-            real = (words[-1] != 0).unsqueeze(-1)
-            total = total + (self.embed(h % self.buckets) * real).sum(dim=1)  # [B, D]
-            count = count + real.sum(dim=1)  # [B, 1]
+            # [B, L-n+1]; padding is at the end, so an n-gram whose last word is real is real throughout
+            real = words[-1] != 0
+            if padded_pass(self):
+                total = total + (self.embed(h % self.buckets) * real.unsqueeze(-1)).sum(dim=1)  # [B, D]
+            else:  # look up the real n-grams only (row-major, so each review's are contiguous)
+                per_review = real.sum(dim=1)  # [B]
+                total = total + nn.functional.embedding_bag(
+                    h[real] % self.buckets, self.embed.weight, per_review.cumsum(0) - per_review, mode="sum")  # [B, D]
+            count = count + real.sum(dim=1, keepdim=True)  # [B, 1]
         return total / count.clamp(min=1)  # reviews shorter than 2 words: the zero vector
 
 
@@ -69,9 +82,10 @@ class GRUStudent(nn.Module):
     token is exactly the unpadded one. The backward GRU reads each review reversed within its length
     (still padded at the end), so padding never reaches either direction, in training as in inference.
     Training runs over the padded batch (batches are length-bucketed, and packing is slower in the
-    backward pass on a CPU). Inference packs the batch, so each review's padding is skipped: a served
-    request holds reviews of any length, and a GRU-64 at 512 words then predicts about 1.5 times as
-    fast, with the same logits (tests/test_students.py).
+    backward pass on a CPU). Inference packs the batch: only the real tokens are embedded, read and
+    max-pooled (and the bag looks up only the real n-grams), so a review costs its own length, while a
+    served request holds reviews of any length and its longest would otherwise set everyone's cost.
+    The logits are those of the padded pass (tests/test_students.py).
     """
 
     def __init__(self, spec: StudentSpec):
@@ -89,27 +103,32 @@ class GRUStudent(nn.Module):
             # named for the bigrams it began with, so saved students' weights keep loading
             self.bigrams = BigramBag(spec.bigram_buckets, spec.bag_ngrams, spec.bag_dim)
 
-    def read(self, gru: nn.GRU, embedded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """[last state ; max-pool over time] of ``gru`` over ``embedded`` [B, L, E] padded at the end -> [B, 2H]."""
-        if self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            states, _ = gru(embedded)  # [B, L, H]
-        else:
-            lengths = mask.sum(dim=1).clamp(min=1).cpu()  # [B]
-            packed, _ = gru(pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False))
-            states, _ = pad_packed_sequence(packed, batch_first=True, total_length=embedded.shape[1])  # [B, L, H], 0 on padding
-        last_idx = (mask.sum(dim=1) - 1).clamp(min=0)  # [B]
-        last = states.gather(1, last_idx.view(-1, 1, 1).expand(-1, 1, states.shape[2])).squeeze(1)  # [B, H]
-        return torch.cat([last, masked_max(states, mask)], dim=-1)
+    def read(self, gru: nn.GRU, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[last state ; max-pool over time] of ``gru`` reading ``ids`` [B, L] padded at the end -> [B, 2H]."""
+        if padded_pass(self):
+            states, _ = gru(self.embed(ids))  # [B, L, H]
+            last_idx = (mask.sum(dim=1) - 1).clamp(min=0)  # [B]
+            last = states.gather(1, last_idx.view(-1, 1, 1).expand(-1, 1, states.shape[2])).squeeze(1)  # [B, H]
+            return torch.cat([last, masked_max(states, mask)], dim=-1)
+        # Packed: the N real tokens of the batch, time-major, longest review first within each step.
+        packed = pack_padded_sequence(ids, mask.sum(dim=1).clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+        states, last = gru(packed._replace(data=self.embed(packed.data)))  # .data [N, H]; last [1, B, H] in input order
+        # packed row -> its review: step t holds the first batch_sizes[t] reviews of sorted_indices
+        slots = torch.arange(ids.shape[0])  # [B]
+        rank = slots.expand(len(packed.batch_sizes), -1)[slots < packed.batch_sizes.unsqueeze(1)]  # [N]
+        owner = packed.sorted_indices[rank.to(ids.device)].unsqueeze(1).expand(-1, states.data.shape[1])  # [N, H]
+        peak = states.data.new_full((ids.shape[0], states.data.shape[1]), float("-inf"))
+        return torch.cat([last[0], peak.scatter_reduce_(0, owner, states.data, "amax")], dim=-1)  # [B, 2H]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = ids != 0  # [B, L]
-        features = self.read(self.gru, self.embed(ids), mask)  # [B, 2H]
+        features = self.read(self.gru, ids, mask)  # [B, 2H]
         if hasattr(self, "gru_back"):
             # position t of the reversed review holds word length-1-t; padding stays at the end
             lengths = mask.sum(dim=1, keepdim=True)  # [B, 1]
             positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)  # [1, L]
             reverse_idx = torch.where(positions < lengths, lengths - 1 - positions, positions)  # [B, L]
-            backward = self.read(self.gru_back, self.embed(ids.gather(1, reverse_idx)), mask)  # [B, 2H]
+            backward = self.read(self.gru_back, ids.gather(1, reverse_idx), mask)  # [B, 2H]
             features = torch.cat([features, backward], dim=-1)  # [B, 4H]
         if hasattr(self, "bigrams"):
             features = torch.cat([features, self.bigrams(ids)], dim=-1)  # [B, 2H or 4H + bag_dim]

@@ -105,6 +105,9 @@ def test_student_entry_point_trains_a_kd_at_name_arm(arms_study):
                    env={**arms_study["env"], "OMP_NUM_THREADS": "1"}, cwd=arms_study["tmp"])  # study workers: 1 thread
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = client.search_runs([study_run.info.experiment_id], "attributes.run_name = 'gru-8 s0 kd@flipped'")[0]
+    # the printout is the arm's own row, with the run's test accuracy (not the pair table's empty cells)
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| gru-8 | kd@flipped |"))
+    assert f"| {run.data.metrics['test_accuracy']:.3f} |" in row and "| |" not in row
     assert run.data.tags["kd_imdb.teacher_run_id"] == teachers["flipped"]
     assert run.data.tags["init_sha256"] == study_run.data.tags["init_sha256"]
     history = [[m.value for m in client.get_metric_history(r.info.run_id, "epoch_train_loss")] for r in (run, study_run)]

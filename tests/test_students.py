@@ -51,8 +51,8 @@ def test_bidirectional_gru_reads_the_review_backwards():
         model(ids)
         for row, n in enumerate((5, 2)):
             review = ids[row : row + 1, :n]
-            backward = model.read(model.gru_back, model.embed(review.flip(1)), review != 0)
-            forward = model.read(model.gru, model.embed(review), review != 0)
+            backward = model.read(model.gru_back, review.flip(1), review != 0)
+            forward = model.read(model.gru, review, review != 0)
             torch.testing.assert_close(features[0][row], torch.cat([forward, backward], dim=-1)[0])
     assert model.out.in_features == 4 * 8
     assert "gru_back.weight_ih_l0" not in build_student(tiny("gru"), 0).state_dict()
@@ -151,16 +151,18 @@ def test_onnx_export_matches_pytorch(arch, bidirectional, buckets, ngrams, tmp_p
         np.testing.assert_allclose(onnx(ids.numpy()), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_gru_inference_skips_padding_with_the_same_logits_as_training_mode(bidirectional):
-    """Eval mode packs the batch (each review's padding skipped); its logits are those of the padded
-    forward pass that training uses (dropout off in both)."""
+@pytest.mark.parametrize("arch,bidirectional,buckets,ngrams", KINDS)
+def test_inference_skips_padding_with_the_same_logits_as_training_mode(arch, bidirectional, buckets, ngrams):
+    """Eval mode embeds and reads each review's real tokens only (packed GRU, the bag's n-grams by
+    embedding_bag); its logits are those of the padded forward pass that training uses (dropout off in
+    both), in a batch whose lengths differ as a served request's do."""
     from kd_imdb.train import pad
 
-    model = build_student(tiny("gru", bidirectional, hidden=16, dropout=0.0), 0)
+    model = build_student(tiny(arch, bidirectional, buckets, ngrams, hidden=16, dropout=0.0), 0)
     gen = torch.Generator().manual_seed(0)
-    ids = pad([torch.randint(1, 50, (int(n),), generator=gen).numpy() for n in (1, 7, 40, 3, 40, 12)])
+    ids = pad([torch.randint(1, 50, (int(n),), generator=gen).numpy() for n in (1, 7, 40, 3, 40, 12, 2)])
     with torch.no_grad():
         padded = model.train()(ids)
         packed = model.eval()(ids)
     torch.testing.assert_close(packed, padded, atol=1e-6, rtol=1e-5)
+    assert not torch.equal(packed[1], packed[2])  # the reviews' logits differ, so each row was read as its own
