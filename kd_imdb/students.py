@@ -63,13 +63,13 @@ class BigramBag(nn.Module):
                 h = h * BIGRAM_HASH + w
             # [B, L-n+1]; padding is at the end, so an n-gram whose last word is real is real throughout
             real = words[-1] != 0
+            per_review = real.sum(dim=1)  # [B]
             if padded_pass(self):
                 total = total + (self.embed(h % self.buckets) * real.unsqueeze(-1)).sum(dim=1)  # [B, D]
             else:  # look up the real n-grams only (row-major, so each review's are contiguous)
-                per_review = real.sum(dim=1)  # [B]
                 total = total + nn.functional.embedding_bag(
                     h[real] % self.buckets, self.embed.weight, per_review.cumsum(0) - per_review, mode="sum")  # [B, D]
-            count = count + real.sum(dim=1, keepdim=True)  # [B, 1]
+            count = count + per_review.unsqueeze(1)  # [B, 1]
         return total / count.clamp(min=1)  # reviews shorter than 2 words: the zero vector
 
 
