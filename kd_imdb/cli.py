@@ -301,10 +301,12 @@ def study_report(study_run_id: str) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--arms", default="", help="Comma-separated arms to choose from (default: all).")
+@click.option("--by", default="val_accuracy", show_default=True, type=click.Choice(["val_accuracy", "val_log_loss"]),
+              help="The validation measure the champion is chosen on: the highest accuracy or the lowest log-loss.")
 @friendly_errors
-def register(files: tuple[str, ...], arms: str) -> None:
-    """Register the best student by validation accuracy among the arm runs listed in studies' runs.csv
-    FILES (e.g. seeds trained in two studies) as kd-imdb-student@champion, and the best of each
+def register(files: tuple[str, ...], arms: str, by: str) -> None:
+    """Register the best student by a validation measure (--by) among the arm runs listed in studies'
+    runs.csv FILES (e.g. seeds trained in two studies) as kd-imdb-student@champion, and the best of each
     architecture as @best-<arch>. The runs must be on the tracking server."""
     import pandas as pd
     from mlflow import MlflowClient
@@ -314,7 +316,8 @@ def register(files: tuple[str, ...], arms: str) -> None:
 
     runs = pd.concat([pd.read_csv(f) for f in files])
     # every column register_best and its version descriptions read, checked before anything is registered
-    missing = {"run_id", "arm", "arch", "hidden", "configuration", "seed", "val_accuracy", "test_accuracy"} - set(runs.columns)
+    needed = {"run_id", "arm", "arch", "hidden", "configuration", "seed", "val_accuracy", "test_accuracy", by}
+    missing = needed - set(runs.columns)
     if missing:
         raise ValueError(f"{', '.join(files)}: no column {', '.join(sorted(missing))}; pass a study's results/runs.csv")
     if arms:
@@ -324,7 +327,7 @@ def register(files: tuple[str, ...], arms: str) -> None:
     tracking.setup_tracking()
     for run_id in runs["run_id"]:  # every run checked before any is registered
         tracking.require_run(run_id, "the arm")
-    for alias, version in register_best(runs, MlflowClient()).items():
+    for alias, version in register_best(runs, MlflowClient(), by).items():
         click.echo(f"{REGISTERED_NAME}@{alias}: version {version}")
 
 

@@ -192,15 +192,26 @@ def model_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", text)
 
 
-def register_best(runs: pd.DataFrame, client) -> dict:
-    """Register the best student by validation accuracy (never test) as ``kd-imdb-student@champion``,
-    and the best of each architecture under the alias ``best-<arch>``. Returns {alias: version}."""
-    if runs.empty or "val_accuracy" not in runs:
+# What a champion may be selected on, and whether more is better: validation only, never test.
+SELECTION = {"val_accuracy": "max", "val_log_loss": "min"}
+
+
+def register_best(runs: pd.DataFrame, client, by: str = "val_accuracy") -> dict:
+    """Register the best student by ``by`` (a validation measure of ``SELECTION``, never test) as
+    ``kd-imdb-student@champion``, and the best of each architecture under the alias ``best-<arch>``.
+    Returns {alias: version}."""
+    if by not in SELECTION:
+        raise ValueError(f"a champion is selected on one of {', '.join(SELECTION)}, not {by!r}")
+    if runs.empty or by not in runs:
         return {}
     runs = runs.reset_index(drop=True)  # rows of several studies' runs.csv repeat their labels
-    chosen = {"champion": runs.loc[runs["val_accuracy"].idxmax()]}
+
+    def best(part: pd.DataFrame):
+        return part[by].idxmax() if SELECTION[by] == "max" else part[by].idxmin()
+
+    chosen = {"champion": runs.loc[best(runs)]}
     for arch, part in runs.groupby("arch"):
-        chosen[f"best-{arch}"] = part.loc[part["val_accuracy"].idxmax()]
+        chosen[f"best-{arch}"] = part.loc[best(part)]
     versions, logged = {}, {}
     for alias, row in chosen.items():
         run_id = row["run_id"]
@@ -212,29 +223,33 @@ def register_best(runs: pd.DataFrame, client) -> dict:
                 with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
                     info = log_pyfunc(student_dir, name=name)
             logged[run_id] = mlflow.register_model(info.model_uri, REGISTERED_NAME).version
-            describe_version(client, logged[run_id], row)
+            describe_version(client, logged[run_id], row, by)
         client.set_registered_model_alias(REGISTERED_NAME, alias, logged[run_id])
         versions[alias] = logged[run_id]
-        log.info("registered %s version %s (%s, val accuracy %.4f) as @%s", REGISTERED_NAME, logged[run_id],
-                 row["configuration"], row["val_accuracy"], alias)
+        log.info("registered %s version %s (%s, %s %.4f) as @%s", REGISTERED_NAME, logged[run_id],
+                 row["configuration"], by, row[by], alias)
     client.update_registered_model(REGISTERED_NAME, description=MODEL_DESCRIPTION)
     return versions
 
 
-def describe_version(client, version: str, row: pd.Series) -> None:
+def describe_version(client, version: str, row: pd.Series, by: str = "val_accuracy") -> None:
     """A registered version's description and tags: what it is, where it came from, how it scored."""
     run = client.get_run(row["run_id"])
     study = run.data.tags.get("kd_imdb.study", "")
     teacher = run.data.params.get("soft_labels_run_id", "")
     tags = {"arch": row["arch"], "hidden": str(row["hidden"]), "seed": str(row["seed"]), "arm": row["arm"],
             "teacher_run": teacher, "study_run": study, "val_accuracy": f"{row['val_accuracy']:.4f}",
-            "test_accuracy": f"{row['test_accuracy']:.4f}"}
+            "test_accuracy": f"{row['test_accuracy']:.4f}", "selected_on": by}
+    if "val_log_loss" in row and pd.notna(row["val_log_loss"]):
+        tags["val_log_loss"] = f"{row['val_log_loss']:.4f}"
     for key, value in tags.items():
         client.set_model_version_tag(REGISTERED_NAME, version, key, value)
     client.update_model_version(REGISTERED_NAME, version, description=(
         f"{row['configuration']} seed {row['seed']}, arm {row['arm']}: {describe_arm(row['arm'])}. "
         f"From study run {study or '(none)'}, soft labels (teacher) run {teacher}. "
-        f"Validation accuracy {row['val_accuracy']:.4f} (selected on it), test accuracy {row['test_accuracy']:.4f}."))
+        f"Validation accuracy {row['val_accuracy']:.4f}"
+        + (f", log-loss {tags['val_log_loss']}" if "val_log_loss" in tags else "")
+        + f" (selected on {by}), test accuracy {row['test_accuracy']:.4f}."))
 
 
 TEACHER_DESCRIPTION = (

@@ -386,6 +386,17 @@ def test_register_picks_the_best_by_validation_across_several_runs_csv(study, se
     champion = client.get_model_version_by_alias("kd-imdb-student", "champion")
     assert champion.run_id == kd.loc[kd["val_accuracy"].idxmax(), "run_id"]
     assert f"kd-imdb-student@champion: version {champion.version}" in proc.stdout
+    assert client.get_model_version(champion.name, champion.version).tags["selected_on"] == "val_accuracy"
+    # --by val_log_loss: the lowest log-loss wins, here put on a run that is not the most accurate
+    other = kd[kd["run_id"] != champion.run_id].iloc[0]["run_id"]
+    kd.assign(val_log_loss=np.where(kd["run_id"] == other, 0.1, 0.5)).to_csv(tmp_path / "ll.csv", index=False)
+    proc = run_cli("register", str(tmp_path / "ll.csv"), "--by", "val_log_loss", env=server_env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    by_loss = client.get_model_version_by_alias("kd-imdb-student", "champion")
+    assert by_loss.run_id == other
+    assert by_loss.tags["selected_on"] == "val_log_loss" and by_loss.tags["val_log_loss"] == "0.1000"
+    assert "log-loss 0.1000 (selected on val_log_loss)" in by_loss.description
+    client.set_registered_model_alias("kd-imdb-student", "champion", champion.version)  # as the study left it
     runs.assign(run_id="0" * 32).to_csv(tmp_path / "gone.csv", index=False)
     for args, message in [([str(tmp_path / "gru.csv"), "--arms", "kd_mse"], "no run of the arms 'kd_mse'"),
                           ([str(tmp_path / "gone.csv")], "not found in")]:
