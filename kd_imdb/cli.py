@@ -16,7 +16,7 @@ import sys
 import click
 
 from kd_imdb import teacher as teacher_mod
-from kd_imdb.config import ARCHS, LR_SCHEDULES, ArmConfig, StudyConfig, SweepConfig
+from kd_imdb.config import ARCHS, LR_SCHEDULES, SELECTION, ArmConfig, StudyConfig, SweepConfig
 
 
 def friendly_errors(fn):
@@ -301,7 +301,7 @@ def study_report(study_run_id: str) -> None:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--arms", default="", help="Comma-separated arms to choose from (default: all).")
-@click.option("--by", default="val_accuracy", show_default=True, type=click.Choice(["val_accuracy", "val_log_loss"]),
+@click.option("--by", default="val_accuracy", show_default=True, type=click.Choice(list(SELECTION)),
               help="The validation measure the champion is chosen on: the highest accuracy or the lowest log-loss.")
 @friendly_errors
 def register(files: tuple[str, ...], arms: str, by: str) -> None:

@@ -21,6 +21,8 @@ ARCHS = ("gru", "cnn")
 ORIGIN_EPOCHS = {"gru": 4, "cnn": 3}  # the origin study's schedule, used when epochs is 0
 DEFAULT_GRID = "gru:16,32,64,128,256;cnn:64,128,256"
 LR_SCHEDULES = ("constant", "cosine")  # cosine: from lr down to 0 over all epochs, step by step
+# What a champion may be registered on, and whether more is better: validation measures only, never test.
+SELECTION = {"val_accuracy": "max", "val_log_loss": "min"}
 
 # Arms: how a student of a seed pair is trained. All start from the seed's initial weights and batches.
 ARMS = {

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 import kd_imdb
 from kd_imdb import teacher
-from kd_imdb.config import StudentSpec, describe_arm
+from kd_imdb.config import SELECTION, StudentSpec, describe_arm
 from kd_imdb.export import quantize_student
 from kd_imdb.metrics import softmax
 from kd_imdb.students import build_student
@@ -192,10 +192,6 @@ def model_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", text)
 
 
-# What a champion may be selected on, and whether more is better: validation only, never test.
-SELECTION = {"val_accuracy": "max", "val_log_loss": "min"}
-
-
 def register_best(runs: pd.DataFrame, client, by: str = "val_accuracy") -> dict:
     """Register the best student by ``by`` (a validation measure of ``SELECTION``, never test) as
     ``kd-imdb-student@champion``, and the best of each architecture under the alias ``best-<arch>``.
@@ -232,7 +228,7 @@ def register_best(runs: pd.DataFrame, client, by: str = "val_accuracy") -> dict:
     return versions
 
 
-def describe_version(client, version: str, row: pd.Series, by: str = "val_accuracy") -> None:
+def describe_version(client, version: str, row: pd.Series, by: str) -> None:
     """A registered version's description and tags: what it is, where it came from, how it scored."""
     run = client.get_run(row["run_id"])
     study = run.data.tags.get("kd_imdb.study", "")
