@@ -5,6 +5,10 @@
 
 Each row is read back from the tracking server (the run's tags, params and final metrics); nothing is
 typed by hand. A run that is not a finished student run is one error line.
+
+Runs that pair with an earlier study's scratch arm (trained on a machine that computes the same floats,
+see RESULTS §24 round 14) take that arm's rows from its committed runs.csv with ``--scratch-from``, so
+that ``scripts/teacher_strength.py`` finds the scratch arm beside them as in a study's own file.
 """
 from pathlib import Path
 
@@ -28,9 +32,19 @@ def row(client: MlflowClient, run_id: str) -> dict:
 @click.command(help=__doc__.split("\n\n")[0])
 @click.argument("run_ids", nargs=-1, required=True)
 @click.option("--out", required=True, help="The runs.csv to write.")
-def main(run_ids: tuple[str, ...], out: str) -> None:
+@click.option("--scratch-from", "scratch_from", default=None,
+              help="A committed runs.csv whose scratch rows for the same students and seeds are copied in.")
+def main(run_ids: tuple[str, ...], out: str, scratch_from: str | None) -> None:
     client = MlflowClient()
-    runs = pd.DataFrame([row(client, r) for r in run_ids]).sort_values(["arch", "hidden", "seed", "arm"])
+    runs = pd.DataFrame([row(client, r) for r in run_ids])
+    if scratch_from:
+        earlier = pd.read_csv(scratch_from)
+        scratch = earlier[earlier["arm"] == "scratch"].merge(runs[["arch", "hidden", "seed"]].drop_duplicates())
+        if len(scratch) < len(runs[["arch", "hidden", "seed"]].drop_duplicates()):
+            raise click.UsageError(f"{scratch_from} lacks a scratch run for some student and seed of these runs; "
+                                   "train them with kd-imdb student --mode scratch")
+        runs = pd.concat([runs, scratch[earlier.columns]], ignore_index=True)
+    runs = runs.sort_values(["arch", "hidden", "seed", "arm"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out, index=False)
     print(f"wrote {out}: {len(runs)} runs")

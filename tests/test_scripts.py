@@ -108,6 +108,21 @@ def test_runs_csv_writes_a_studys_row_for_each_student_run_and_search_table_read
     assert "| gru-64+bigrams | one by one | kd_transfer | 0 | 0.9200 | 0.9190 | 6 | 23 |" in table.stdout
     bad = subprocess.run([*script, ids[0], unfinished], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and f"run {unfinished} is not a finished student run" in bad.stderr
+    # --scratch-from: an earlier study's scratch rows for these students and seeds join the new runs
+    earlier = pd.DataFrame({"configuration": "gru-64", "arch": "gru", "hidden": 64, "seed": [0, 1, 2, 0],
+                            "arm": ["scratch"] * 3 + ["kd"], "run_id": ["s0", "s1", "s2", "k0"],
+                            "test_accuracy": [0.88, 0.87, 0.86, 0.89]})
+    earlier.to_csv(tmp_path / "earlier.csv", index=False)
+    with_scratch = [*script, *ids, "--scratch-from", str(tmp_path / "earlier.csv")]
+    out = subprocess.run(with_scratch, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert runs[["seed", "arm", "run_id"]].values.tolist() == [[0, "kd_transfer", ids[1]], [0, "scratch", "s0"],
+                                                              [1, "kd_transfer", ids[0]], [1, "scratch", "s1"]]
+    assert runs.loc[runs["arm"] == "scratch", "test_accuracy"].tolist() == [0.88, 0.87]
+    earlier[earlier["seed"] == 0].to_csv(tmp_path / "earlier.csv", index=False)  # no scratch run for seed 1
+    bad = subprocess.run(with_scratch, capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "lacks a scratch run" in bad.stderr
 
 
 def test_budget_curve_pairs_each_arm_with_scratch_per_budget(tmp_path):
