@@ -6,7 +6,8 @@
 
 Each entry is NAME=TEACHER_LOGITS=RUNS_CSV[:ARM] (ARM defaults to kd_transfer): the teacher's test accuracy
 is computed from its logits file on the distinct test reviews, the student's from the study's runs (mean
-and t CI over seeds), and the gain over that study's own scratch arm is the paired difference.
+and t CI over seeds), and the gain over that study's own scratch arm is the paired difference. A runs.csv
+holding several students (GRU-32 and GRU-256) gives one row each, and the plot one series per student.
 """
 from __future__ import annotations
 
@@ -30,16 +31,22 @@ def teacher_accuracy(path: str, test: pd.DataFrame) -> float:
     return float((logits.argmax(1) == test["label"].to_numpy()).mean())
 
 
-def row(name: str, logits: str, runs_spec: str, test: pd.DataFrame) -> dict:
+def rows(name: str, logits: str, runs_spec: str, test: pd.DataFrame) -> list[dict]:
+    """One row per student (arch, hidden) of the runs.csv: the arm's mean over seeds and its paired gain."""
     path, _, arm = runs_spec.partition(":")
-    runs = pd.read_csv(path).pivot_table(index=["arch", "hidden", "seed"], columns="arm", values="test_accuracy")
     arm = arm or "kd_transfer"
-    mean, low, high = stats.mean_ci(runs[arm])
-    d = stats.paired_difference(runs[arm].to_numpy(), runs["scratch"].to_numpy())
-    return {"teacher": name, "teacher_test_accuracy": teacher_accuracy(logits, test), "arm": arm,
-            "seed_pairs": len(runs), "student": mean, "student_low": low, "student_high": high,
-            "scratch": runs["scratch"].mean(), "gain": d["diff_mean"], "gain_low": d["diff_ci_low"],
-            "gain_high": d["diff_ci_high"], "p": d["t_pvalue"]}
+    teacher = teacher_accuracy(logits, test)
+    runs = pd.read_csv(path).pivot_table(index=["arch", "hidden", "seed"], columns="arm", values="test_accuracy")
+    out = []
+    for (arch, hidden), student in runs.groupby(level=["arch", "hidden"]):
+        student = student.dropna(subset=[arm, "scratch"])  # seeds with both arms only: the pairs
+        mean, low, high = stats.mean_ci(student[arm])
+        d = stats.paired_difference(student[arm].to_numpy(), student["scratch"].to_numpy())
+        out.append({"teacher": name, "student_model": f"{arch.upper()}-{hidden}", "teacher_test_accuracy": teacher,
+                    "arm": arm, "seed_pairs": len(student), "student": mean, "student_low": low, "student_high": high,
+                    "scratch": student["scratch"].mean(), "gain": d["diff_mean"], "gain_low": d["diff_ci_low"],
+                    "gain_high": d["diff_ci_high"], "p": d["t_pvalue"]})
+    return out
 
 
 def main() -> None:
@@ -49,29 +56,33 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="folder for teacher_strength.csv and .png")
     args = parser.parse_args()
     test = load_data(args.data).split("test").drop_duplicates("id")
-    table = pd.DataFrame([row(*entry.split("=", 2), test) for entry in args.entries])
+    table = pd.DataFrame([r for entry in args.entries for r in rows(*entry.split("=", 2), test)])
     table["p_holm"] = stats.holm(table["p"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "teacher_strength.csv", index=False)
-    print("| teacher | teacher test accuracy | student arm | seed pairs | student test accuracy | scratch | Δ vs scratch "
-          "| p | p (Holm) | student − teacher |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    several = table["student_model"].nunique() > 1  # a student column only when there is a choice
+    print("| teacher | teacher test accuracy |" + (" student |" if several else "") + " student arm | seed pairs | "
+          "student test accuracy | scratch | Δ vs scratch | p | p (Holm) | student − teacher |")
+    print("|---" * (10 + several) + "|")
     for r in table.itertuples():
-        print(f"| {r.teacher} | {r.teacher_test_accuracy:.4f} | {r.arm} | {r.seed_pairs} | {r.student:.4f} [{r.student_low:.4f}, "
-              f"{r.student_high:.4f}] | {r.scratch:.4f} | {r.gain:+.4f} [{r.gain_low:+.4f}, {r.gain_high:+.4f}] | {r.p:.3g} | "
-              f"{r.p_holm:.3g} | {r.student - r.teacher_test_accuracy:+.4f} |")
+        student = f" {r.student_model} |" if several else ""
+        print(f"| {r.teacher} | {r.teacher_test_accuracy:.4f} |{student} {r.arm} | {r.seed_pairs} | {r.student:.4f} "
+              f"[{r.student_low:.4f}, {r.student_high:.4f}] | {r.scratch:.4f} | {r.gain:+.4f} [{r.gain_low:+.4f}, "
+              f"{r.gain_high:+.4f}] | {r.p:.3g} | {r.p_holm:.3g} | {r.student - r.teacher_test_accuracy:+.4f} |")
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    ax.errorbar(table["teacher_test_accuracy"], table["student"],
-                yerr=[table["student"] - table["student_low"], table["student_high"] - table["student"]],
-                fmt="o", capsize=3, label="student (transfer-set KD), 95% CI over seeds")
-    for i, r in enumerate(table.itertuples()):  # labels alternately below and above: neighbours do not overlap
-        ax.annotate(r.teacher, (r.teacher_test_accuracy, r.student), textcoords="offset points",
-                    xytext=(5, -12 if i % 2 == 0 else 8), fontsize=8)
+    for k, (student_model, series) in enumerate(table.groupby("student_model", sort=False)):
+        colour = f"C{k}"
+        ax.errorbar(series["teacher_test_accuracy"], series["student"],
+                    yerr=[series["student"] - series["student_low"], series["student_high"] - series["student"]],
+                    fmt="os"[k % 2], color=colour, capsize=3, label=f"{student_model} (transfer-set KD), 95% CI over seeds")
+        ax.axhline(series["scratch"].mean(), color=colour, lw=1, ls="--", label=f"{student_model} scratch (mean)")
+        for i, r in enumerate(series.itertuples()):  # labels alternately below and above: neighbours do not overlap
+            ax.annotate(r.teacher, (r.teacher_test_accuracy, r.student), textcoords="offset points",
+                        xytext=(5, -12 if i % 2 == 0 else 8), fontsize=8, color=colour)
     lo = min(table["teacher_test_accuracy"].min(), table["student_low"].min()) - 0.005
     hi = max(table["teacher_test_accuracy"].max(), table["student_high"].max()) + 0.005
     ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="student = teacher")
-    ax.axhline(table["scratch"].mean(), color="grey", lw=1, ls="--", label="scratch (mean)")
     ax.set_xlabel("teacher test accuracy")
     ax.set_ylabel("student test accuracy")
     ax.legend(fontsize=8, loc="upper left")

@@ -68,6 +68,18 @@ def test_teacher_strength_table(tmp_path):
     row = [line for line in out.stdout.splitlines() if line.startswith("| T |")][0]
     assert f"| {expected:.4f} | kd_transfer | 3 | 0.8400 [" in row and "| 0.8100 | +0.0300 [" in row
     assert (tmp_path / "out" / "teacher_strength.png").read_bytes()[:4] == b"\x89PNG"
+    # a second student in another runs.csv (GRU-256, two seed pairs): one row each, a student column
+    pd.DataFrame({"arch": "gru", "hidden": 256, "seed": [0, 1, 0, 1], "arm": ["scratch"] * 2 + ["kd_transfer"] * 2,
+                  "test_accuracy": [0.88, 0.87, 0.90, 0.91]}).to_csv(tmp_path / "runs256.csv", index=False)
+    out = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "teacher_strength.py"), "--out", str(tmp_path / "out"),
+                          f"T={tmp_path}/t.parquet={tmp_path}/runs.csv", f"T={tmp_path}/t.parquet={tmp_path}/runs256.csv"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| T |")]
+    assert [r.split(" | ")[2:5] for r in rows] == [["GRU-32", "kd_transfer", "3"], ["GRU-256", "kd_transfer", "2"]]
+    assert "| 0.9050 [" in rows[1] and "| 0.8750 | +0.0300 [" in rows[1]
+    table = pd.read_csv(tmp_path / "out" / "teacher_strength.csv")
+    assert table["student_model"].tolist() == ["GRU-32", "GRU-256"] and table["p_holm"].notna().all()
 
 
 def test_search_table_has_a_row_per_arm_run():
