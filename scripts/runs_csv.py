@@ -9,6 +9,8 @@ typed by hand. A run that is not a finished student run is one error line.
 Runs that pair with an earlier study's scratch arm (trained on a machine that computes the same floats,
 see RESULTS §24 round 14) take that arm's rows from its committed runs.csv with ``--scratch-from``, so
 that ``scripts/teacher_strength.py`` finds the scratch arm beside them as in a study's own file.
+``--append`` keeps the rows already in ``--out``: an arm whose seeds are trained over several sessions
+(each with its own tracking store) grows one runs.csv.
 """
 from pathlib import Path
 
@@ -34,7 +36,8 @@ def row(client: MlflowClient, run_id: str) -> dict:
 @click.option("--out", required=True, help="The runs.csv to write.")
 @click.option("--scratch-from", "scratch_from", default=None,
               help="A committed runs.csv whose scratch rows for the same students and seeds are copied in.")
-def main(run_ids: tuple[str, ...], out: str, scratch_from: str | None) -> None:
+@click.option("--append", is_flag=True, help="Keep the rows already in --out (a run id is written once).")
+def main(run_ids: tuple[str, ...], out: str, scratch_from: str | None, append: bool) -> None:
     client = MlflowClient()
     runs = pd.DataFrame([row(client, r) for r in run_ids])
     if scratch_from:
@@ -44,6 +47,8 @@ def main(run_ids: tuple[str, ...], out: str, scratch_from: str | None) -> None:
             raise click.UsageError(f"{scratch_from} lacks a scratch run for some student and seed of these runs; "
                                    "train them with kd-imdb student --mode scratch")
         runs = pd.concat([runs, scratch[earlier.columns]], ignore_index=True)
+    if append and Path(out).exists():
+        runs = pd.concat([pd.read_csv(out), runs], ignore_index=True).drop_duplicates("run_id", keep="last")
     runs = runs.sort_values(["arch", "hidden", "seed", "arm"])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out, index=False)

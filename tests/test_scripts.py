@@ -132,6 +132,10 @@ def test_runs_csv_writes_a_studys_row_for_each_student_run_and_search_table_read
     assert runs[["seed", "arm", "run_id"]].values.tolist() == [[0, "kd_transfer", ids[1]], [0, "scratch", "s0"],
                                                               [1, "kd_transfer", ids[0]], [1, "scratch", "s1"]]
     assert runs.loc[runs["arm"] == "scratch", "test_accuracy"].tolist() == [0.88, 0.87]
+    # --append: a later session's runs join the file; rows already there are kept, each run id once
+    out = subprocess.run([*script, ids[0], "--append"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert pd.read_csv(tmp_path / "runs.csv")["run_id"].tolist() == [ids[1], "s0", ids[0], "s1"]
     earlier[earlier["seed"] == 0].to_csv(tmp_path / "earlier.csv", index=False)  # no scratch run for seed 1
     bad = subprocess.run(with_scratch, capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "lacks a scratch run" in bad.stderr
