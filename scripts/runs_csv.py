@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from kd_imdb import ledger
+from kd_imdb.analysis import PAIR_KEY
 
 
 def row(client: MlflowClient, run_id: str) -> dict:
@@ -42,8 +43,9 @@ def main(run_ids: tuple[str, ...], out: str, scratch_from: str | None, append: b
     runs = pd.DataFrame([row(client, r) for r in run_ids])
     if scratch_from:
         earlier = pd.read_csv(scratch_from)
-        scratch = earlier[earlier["arm"] == "scratch"].merge(runs[["arch", "hidden", "seed"]].drop_duplicates())
-        if len(scratch) < len(runs[["arch", "hidden", "seed"]].drop_duplicates()):
+        pairs = runs[PAIR_KEY].drop_duplicates()  # the student and seed of each new run
+        scratch = earlier[earlier["arm"] == "scratch"].merge(pairs)
+        if len(scratch) < len(pairs):
             raise click.UsageError(f"{scratch_from} lacks a scratch run for some student and seed of these runs; "
                                    "train them with kd-imdb student --mode scratch")
         runs = pd.concat([runs, scratch[earlier.columns]], ignore_index=True)

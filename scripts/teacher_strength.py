@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kd_imdb import stats  # noqa: E402
+from kd_imdb import analysis, stats  # noqa: E402
 from kd_imdb.data import load_data  # noqa: E402
 from kd_imdb.soft_labels import read_logits  # noqa: E402
 
@@ -32,18 +32,20 @@ def teacher_accuracy(path: str, test: pd.DataFrame) -> float:
 
 
 def rows(name: str, logits: str, runs_spec: str, test: pd.DataFrame) -> list[dict]:
-    """One row per student (arch, hidden) of the runs.csv: the arm's mean over seeds and its paired gain."""
+    """One row per student (arch, hidden) of the runs.csv: the arm's mean over its seed pairs with scratch,
+    and its paired gain over scratch (``analysis.gain``)."""
     path, _, arm = runs_spec.partition(":")
     arm = arm or "kd_transfer"
     teacher = teacher_accuracy(logits, test)
-    runs = pd.read_csv(path).pivot_table(index=["arch", "hidden", "seed"], columns="arm", values="test_accuracy")
+    runs = pd.read_csv(path)
+    wide = runs.pivot_table(index=analysis.PAIR_KEY, columns="arm", values="test_accuracy")
     out = []
-    for (arch, hidden), student in runs.groupby(level=["arch", "hidden"]):
-        student = student.dropna(subset=[arm, "scratch"])  # seeds with both arms only: the pairs
+    for (arch, hidden), part in runs.groupby(["arch", "hidden"]):
+        d = analysis.gain(part, arm)
+        student = wide.loc[d["pairs"]]  # the seeds with both arms: the pairs
         mean, low, high = stats.mean_ci(student[arm])
-        d = stats.paired_difference(student[arm].to_numpy(), student["scratch"].to_numpy())
         out.append({"teacher": name, "student_model": f"{arch.upper()}-{hidden}", "teacher_test_accuracy": teacher,
-                    "arm": arm, "seed_pairs": len(student), "student": mean, "student_low": low, "student_high": high,
+                    "arm": arm, "seed_pairs": d["n_pairs"], "student": mean, "student_low": low, "student_high": high,
                     "scratch": student["scratch"].mean(), "gain": d["diff_mean"], "gain_low": d["diff_ci_low"],
                     "gain_high": d["diff_ci_high"], "p": d["t_pvalue"]})
     return out
