@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -21,13 +22,14 @@ from kd_imdb.config import ARCHS, LR_SCHEDULES, SELECTION, ArmConfig, StudyConfi
 
 def friendly_errors(fn):
     """Turn known bad-input errors into one line on stderr and exit status 2, and a lost worker into one
-    line and status 1 (either way the run ends FAILED)."""
+    line and status 1 (either way the run ends FAILED); a SIGTERM stop is one line and status 143, its
+    runs KILLED."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from kd_imdb.data import DataError
         from kd_imdb.executor import WorkerLost
-        from kd_imdb.tracking import TrackingError
+        from kd_imdb.tracking import Stopped, TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -37,6 +39,10 @@ def friendly_errors(fn):
         except WorkerLost as exc:  # a fault, not bad input: status 1, and still one line
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except Stopped:  # SIGTERM: not an error; what it was doing is closed KILLED and resumable
+            click.echo("stopped by SIGTERM: its open runs are closed KILLED; rerun the same command to go on",
+                       err=True)
+            sys.exit(128 + signal.SIGTERM)
 
     return wrapper
 
@@ -61,6 +67,9 @@ def main(verbose: bool, experiment_name: str | None) -> None:
         os.environ["MLFLOW_EXPERIMENT_NAME"] = experiment_name  # what MLflow and the workers it starts read
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kd_imdb.tracking import stop_on_sigterm
+
+    stop_on_sigterm()  # kill, a scheduler's stop: the runs end KILLED on the way out, not left RUNNING
 
 
 LABEL_BUDGET_HELP = ("Train on this many labelled reviews, a stratified subset nested inside every larger "

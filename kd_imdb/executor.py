@@ -36,6 +36,8 @@ import torch
 from sqlalchemy.pool import NullPool
 from tqdm.auto import tqdm
 
+from kd_imdb import tracking
+
 # Heartbeats and their retry callback are "experimental" in Optuna: one warning per worker and call,
 # about features this module relies on deliberately.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -89,13 +91,17 @@ def _report(text: str | None) -> None:
 def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, parent_pid: int, status=None) -> None:
     global _status
     die_with_parent(parent_pid)
+    tracking.stop_on_sigterm()
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
     if status is not None:
         _status = (status, index)
         # the parent's bar counts the trials; Optuna's line per trial would break it up
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    target(index)
+    try:
+        target(index)
+    except tracking.Stopped:  # its runs are closed KILLED; no traceback for a stop
+        sys.exit(128 + signal.SIGTERM)
 
 
 def start_workers(target: Callable[[int], Any], n: int, tracking_uri: str, status=None) -> list:
@@ -148,8 +154,24 @@ def run_with_progress(target: Callable[[int], Any], n: int, tracking_uri: str, t
     worker's status, until every worker has exited; returns the processes for ``join_workers``."""
     status = mp.get_context("spawn").Queue()
     procs = start_workers(target, n, tracking_uri, status)
-    show_progress(status, procs, total, unit)
+    try:
+        show_progress(status, procs, total, unit)
+    except tracking.Stopped:  # pass SIGTERM on, so each worker closes its own runs KILLED, then stop
+        stop_workers(procs)
+        raise
     return procs
+
+
+def stop_workers(procs: list, grace_s: float = 60.0) -> None:
+    """SIGTERM each live worker and wait for it to close its runs; SIGKILL one that takes over ``grace_s``."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
 
 
 def show_progress(status, procs: list, total: int, unit: str) -> None:
@@ -245,13 +267,21 @@ def drain(study: optuna.Study, objective: Callable[[optuna.Trial], float], timeo
 
     While another worker's trial is running this worker waits: if that worker was killed, its
     heartbeat goes stale, the trial is marked FAILED and (RetryHeartbeatStaleTrialCallback) queued again,
-    so it is not lost.
+    so it is not lost. A worker stopped by SIGTERM queues its own trial again at once, with its parameters.
     """
+    def stoppable(trial: optuna.Trial) -> float:
+        try:
+            return objective(trial)
+        except tracking.Stopped:  # stopped, not failed: Optuna marks it FAIL, so queue it again for another worker
+            attrs = {k: v for k, v in trial.user_attrs.items() if k != "worker"}
+            study.enqueue_trial(trial.params, user_attrs=attrs)
+            raise
+
     deadline = time.time() + timeout if timeout else None
     while deadline is None or time.time() < deadline:
         optuna.storages.fail_stale_trials(study)
         if waiting(study):
-            study.optimize(objective, n_trials=1, catch=(NotQueued,))
+            study.optimize(stoppable, n_trials=1, catch=(NotQueued,))
         elif study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             time.sleep(2)
         else:
@@ -295,7 +325,11 @@ def run_shared(study: optuna.Study, join: Callable[..., Any], workers: int, trac
     workers a cell a dead worker left is taken here (``join()``). Then raise WorkerLost if a local worker
     died."""
     procs = start_workers(join, workers, tracking_uri)
-    for p in procs:
-        p.join()
+    try:
+        for p in procs:
+            p.join()
+    except tracking.Stopped:
+        stop_workers(procs)
+        raise
     wait_for_workers(study, join if workers else None)
     join_workers(procs, kind)

@@ -116,6 +116,16 @@ def plan(client: MlflowClient, experiment_id: str, study_id: str, configurations
     return cells
 
 
+def close_stopped(client: MlflowClient, cells: list[Cell], pairs: bool) -> None:
+    """A study stopped by Ctrl-C or SIGTERM: its configuration runs, and with ``pairs`` its pair runs
+    still open (no worker holds them: local workers are stopped first), end KILLED with the study run;
+    a rerun reopens and finishes them. Pairs of a shared grid stay open for the remote workers."""
+    ids = [*dict.fromkeys(cell.config_id for cell in cells), *([cell.pair_id for cell in cells] if pairs else [])]
+    for run_id in ids:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status=KILLED)
+
+
 def finish_configurations(client: MlflowClient, cells: list[Cell]) -> None:
     """Configuration runs end when all their pairs have."""
     for config_id in dict.fromkeys(cell.config_id for cell in cells):

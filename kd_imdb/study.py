@@ -63,10 +63,10 @@ def train_missing_arms(student: ArmConfig, pair_id: str, missing: list[str], tok
     client = MlflowClient()
     config_id = client.get_run(pair_id).data.tags["mlflow.parentRunId"]
     study_tag = {"kd_imdb.study": client.get_run(config_id).data.tags["mlflow.parentRunId"]}  # also in older trees
-    with mlflow.start_run(run_id=pair_id, tags=tracking.owner_tags()):  # this worker owns the pair now
+    with tracking.start_run(run_id=pair_id):  # this worker owns the pair now (its owner tags)
         tracking.log_params_once(student.flat())  # what its arms share
         for arm in missing:
-            with mlflow.start_run(run_name=student.run_name(arm), nested=True, tags={**tracking.owner_tags(), **study_tag}):
+            with tracking.start_run(run_name=student.run_name(arm), nested=True, tags=study_tag):
                 experiment.train_arm(student, arm, tok, splits, status=executor.status_reporter())
         _log_pair_summary(client, pair_id)
 
@@ -190,12 +190,16 @@ def run(cfg: StudyConfig) -> StudyResult:
         log.info("study %s: %d seed pairs to train, %d already finished", study_id, len(todo), len(cells) - len(todo))
         mlflow.log_metrics({"pairs_todo": len(todo), "pairs_done_before": len(cells) - len(todo)})
         t0 = time.time()
-        if cfg.storage:
-            run_shared(cfg, cells, uri, study_id)
-        else:
-            # Largest models first, so the long ones do not end up alone at the tail.
-            todo.sort(key=lambda c: -c.configuration[1])
-            executor.run_local(PairTrainer(cfg), todo, cfg.workers, uri, kind="study worker", unit="pair")
+        try:
+            if cfg.storage:
+                run_shared(cfg, cells, uri, study_id)
+            else:
+                # Largest models first, so the long ones do not end up alone at the tail.
+                todo.sort(key=lambda c: -c.configuration[1])
+                executor.run_local(PairTrainer(cfg), todo, cfg.workers, uri, kind="study worker", unit="pair")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the whole tree ends KILLED, none of it left RUNNING
+            ledger.close_stopped(client, cells, pairs=not cfg.storage)
+            raise
         mlflow.log_metric("train_wall_seconds", time.time() - t0)
         ledger.finish_configurations(client, cells)
         frame = ledger.collect(client, experiment_id, study_id)

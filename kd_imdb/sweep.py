@@ -71,9 +71,8 @@ def objective_for(cfg: SweepConfig, tok, splits, parent_run_id: str):
 
         pruned = False
         name = f"trial {trial.number} T={temperature:.3g}" + (f" alpha={alpha:.2f}" if cfg.sweep_alpha else "")
-        with mlflow.start_run(run_name=name, parent_run_id=parent_run_id, nested=True,
-                              tags={"optuna.trial": str(trial.number), "optuna.study": cfg.name,
-                                    **tracking.owner_tags()}):
+        with tracking.start_run(run_name=name, parent_run_id=parent_run_id, nested=True,
+                                tags={"optuna.trial": str(trial.number), "optuna.study": cfg.name}):
             try:
                 reporter = executor.status_reporter()  # the bar's line names the trial, not only the student
                 status = (lambda text: reporter(f"trial {trial.number} {text}")) if reporter else None

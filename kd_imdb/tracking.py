@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -105,18 +106,43 @@ def system_metrics_on() -> bool:
 
 @contextlib.contextmanager
 def start_run(run_name: str | None = None, nested: bool = False, tags: dict | None = None,
-              system_metrics: bool = False) -> Iterator[mlflow.ActiveRun]:
+              system_metrics: bool = False, run_id: str | None = None,
+              parent_run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """``mlflow.start_run``, nested under the active run if there is one; ``system_metrics``: a long
     run (teacher, soft labels, study, sweep) also logs MLflow's system metrics (``system_metrics_on``).
+    ``run_id`` reopens a run (a study's seed pair); ``parent_run_id`` nests under a run of another process.
 
     At top level it resumes the run ``mlflow run`` created (MLFLOW_RUN_ID), so a stage called from
     another (the demo) lands under it. On an exception the run ends FAILED (mlflow's context manager
-    does that) and the exception goes on.
+    does that) and the exception goes on; stopped by Ctrl-C or SIGTERM (``stop_on_sigterm``), it ends
+    KILLED: nothing in it failed, and a rerun picks up the work.
     """
     nested = nested or mlflow.active_run() is not None
     with mlflow.start_run(run_name=run_name, nested=nested, tags={**owner_tags(), **(tags or {})},
-                          log_system_metrics=system_metrics and system_metrics_on()) as run:
-        yield run
+                          log_system_metrics=system_metrics and system_metrics_on(), run_id=run_id,
+                          parent_run_id=parent_run_id) as run:
+        try:
+            yield run
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")  # the innermost run first: the exception passes through each open one
+            raise
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM arrived (``kill``, a scheduler's stop or time limit); raised where the process was."""
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM stop this process as Ctrl-C does, by an exception, so that on the way out each run
+    it holds ends KILLED (``start_run``) and Optuna marks its trial FAIL. Python's default ends the
+    process on the spot and leaves its runs RUNNING until the next command on this machine closes them
+    (``close_orphaned_runs``). A second SIGTERM while closing is ignored, so the closing finishes."""
+    signal.signal(signal.SIGTERM, _raise_stopped)
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stopped(f"stopped by signal {signum}")
 
 
 def owner_tags() -> dict[str, str]:

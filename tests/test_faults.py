@@ -1,9 +1,12 @@
-"""Fault injection: real processes killed with SIGKILL mid-work, then the rerun, with exact counts.
+"""Fault injection: real processes killed with SIGKILL or stopped with SIGTERM mid-work, then the rerun,
+with exact counts.
 
 Each case kills one process while it holds unfinished work: the study process, one of its local
 workers, a ``study-worker`` on a PostgreSQL Optuna storage, ``soft-labels`` between two cached chunks,
 and a sweep mid-trial. Afterwards no run stays RUNNING (the killed one is closed KILLED), every cell
-is finished exactly once, and nothing finished before the kill is trained again.
+is finished exactly once, and nothing finished before the kill is trained again. SIGTERM differs from
+SIGKILL in one way: the stopped processes close their own runs KILLED before they exit (exit status 143),
+so nothing waits for a later command or a stale heartbeat.
 """
 from __future__ import annotations
 
@@ -119,6 +122,76 @@ def test_sigkill_of_one_local_worker(env, labels, tmp_path):
     # closed by the next command, with the pair run the victim held (which the rerun then finished)
     closed = re.search(r"closed 2 run\(s\) KILLED whose process on \S+ is gone: (\S+), (\S+)", rerun.stderr)
     assert closed and killed[0].info.run_id in closed.groups(), rerun.stderr[-2000:]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_of_the_study_process_closes_every_run_killed(env, labels, tmp_path):
+    env = {**env, "MLFLOW_EXPERIMENT_NAME": "stop-study"}
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    args = ["study", "--soft-labels-run-id", labels, "--workers", "2", *GRID]
+    proc = popen(args, env, tmp_path)
+    wait_for("a finished arm and a running one", lambda: arm_runs_of(client, "stop-study", "FINISHED")
+             and arm_runs_of(client, "stop-study", "RUNNING"), proc)
+    proc.send_signal(signal.SIGTERM)  # the study process only: it passes the stop on to its two workers
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-2000:]
+    assert "stopped by SIGTERM: its open runs are closed KILLED" in out and "Traceback" not in out
+    # At once, with no later command: the study, configuration, pair and arm runs are all closed, none FAILED.
+    runs = client.search_runs([client.get_experiment_by_name("stop-study").experiment_id])
+    statuses = Counter(r.info.status for r in runs)
+    assert statuses["RUNNING"] == statuses["FAILED"] == 0 and statuses["KILLED"] >= 2, statuses
+    study = [r for r in runs if r.data.tags.get("kd_imdb.stage") == "study"]
+    assert [r.info.status for r in study] == ["KILLED"]
+    killed = arm_runs_of(client, "stop-study", "KILLED")
+    workers = {int(r.data.tags["kd_imdb.pid"]) for r in killed}
+    assert killed and proc.pid not in workers  # closed by the workers themselves
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
+    before = {r.info.run_id for r in arm_runs_of(client, "stop-study", "FINISHED")}
+    rerun = run_cli(*args, env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "whose process on" not in rerun.stderr  # nothing was left for it to close
+    assert_each_cell_once(client, "stop-study", rerun.stdout.strip().split()[-1], cells=4, killed=len(killed))
+    assert before <= {r.info.run_id for r in arm_runs_of(client, "stop-study", "FINISHED")}  # none retrained
+
+
+def test_sigterm_of_a_study_worker_queues_its_pair_again_at_once(env, labels, tmp_path):
+    """A ``study-worker`` on another machine stopped by SIGTERM mid-pair closes its arm run KILLED and
+    puts its pair back on the PostgreSQL queue itself: the next worker takes it without waiting for a
+    stale heartbeat."""
+    env = {**env, "MLFLOW_EXPERIMENT_NAME": "stop-remote", "KD_IMDB_HEARTBEAT_S": "600"}  # a stale beat: never
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    storage = fresh_postgres_database("kd_imdb_test_stop")
+    leader = popen(["study", "--soft-labels-run-id", labels, "--workers", "0", "--storage", storage, *GRID], env, tmp_path)
+    name = wait_for("a queued study", lambda: [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))
+                                               if s.n_trials >= 2], leader)[0]
+    worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
+    a = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
+    wait_for("worker A's running arm", lambda: [r for r in arm_runs_of(client, "stop-remote", "RUNNING")
+                                                if r.data.tags["kd_imdb.pid"] == str(a.pid)], a)
+    a.send_signal(signal.SIGTERM)
+    out, _ = a.communicate(timeout=120)
+    assert a.returncode == 143, out[-2000:]  # (Optuna logs the stopped trial as failed, with its traceback)
+    assert out.strip().splitlines()[-1] == "stopped by SIGTERM: its open runs are closed KILLED; rerun the same command to go on"
+    study = optuna.load_study(study_name=name, storage=make_storage(storage))
+    states = Counter(t.state.name for t in study.trials)
+    assert states["FAIL"] == 1 and states["RUNNING"] == 0 and states["WAITING"] >= 1, states  # A's pair, queued again
+    assert [r.data.tags["kd_imdb.pid"] for r in arm_runs_of(client, "stop-remote", "KILLED")] == [str(a.pid)]
+    b = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
+    out, _ = b.communicate(timeout=600)
+    assert b.returncode == 0, out[-2000:]
+    out, _ = leader.communicate(timeout=300)
+    assert leader.returncode == 0, out[-2000:]
+    assert_each_cell_once(client, "stop-remote", out.strip().split()[-1], cells=4, killed=1)
 
 
 def test_sigkill_of_a_study_worker_on_postgres(env, labels, tmp_path):

@@ -9,6 +9,7 @@ import time
 
 import mlflow
 import pandas as pd
+import pytest
 from conftest import BIN, run_cli
 from mlflow.tracking import MlflowClient
 
@@ -45,6 +46,21 @@ def test_a_killed_run_is_closed_killed_by_the_next_command(local_store, tmp_path
     assert client.get_run(run.info.run_id).info.status == "KILLED"
     assert f"closed 1 run(s) KILLED whose process on {socket.gethostname()} is gone: {run.info.run_id}" in proc.stderr
     assert client.get_run(proc.stdout.strip().split()[-1]).info.status == "FINISHED"  # its own run is not touched
+
+
+def test_a_stopped_run_ends_killed_and_a_failed_one_failed(local_store):
+    """Ctrl-C or SIGTERM (``tracking.Stopped``) passes through every open run and ends each KILLED,
+    innermost first; any other exception still ends its run FAILED."""
+    client = MlflowClient(local_store)
+    with pytest.raises(tracking.Stopped):
+        with tracking.start_run(run_name="outer") as outer, tracking.start_run(run_name="inner") as inner:
+            raise tracking.Stopped("stopped by signal 15")
+    with pytest.raises(RuntimeError):
+        with tracking.start_run(run_name="failed") as failed:
+            raise RuntimeError("boom")
+    assert [client.get_run(r.info.run_id).info.status for r in (outer, inner, failed)] == ["KILLED", "KILLED", "FAILED"]
+    assert client.get_run(inner.info.run_id).data.tags["mlflow.parentRunId"] == outer.info.run_id
+    assert mlflow.active_run() is None
 
 
 def test_every_command_logs_into_one_described_experiment(local_store, tmp_path):
