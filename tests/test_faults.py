@@ -164,20 +164,28 @@ def test_sigterm_of_the_study_process_closes_every_run_killed(env, labels, tmp_p
     assert before <= {r.info.run_id for r in arm_runs_of(client, "stop-study", "FINISHED")}  # none retrained
 
 
+def leader_and_busy_worker(env: dict, labels: str, tmp_path: Path, database: str) -> tuple:
+    """A leader that only queues (0 local workers) on a fresh PostgreSQL database, and a ``study-worker``
+    A once it trains an arm: (leader, A, storage URL, study name, the workers' env)."""
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    storage = fresh_postgres_database(database)
+    leader = popen(["study", "--soft-labels-run-id", labels, "--workers", "0", "--storage", storage, *GRID], env, tmp_path)
+    name = wait_for("a queued study", lambda: [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))
+                                               if s.n_trials >= 2], leader)[0]
+    worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
+    a = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
+    wait_for("worker A's running arm", lambda: [r for r in arm_runs_of(client, env["MLFLOW_EXPERIMENT_NAME"], "RUNNING")
+                                                if r.data.tags["kd_imdb.pid"] == str(a.pid)], a)
+    return leader, a, storage, name, worker_env
+
+
 def test_sigterm_of_a_study_worker_queues_its_pair_again_at_once(env, labels, tmp_path):
     """A ``study-worker`` on another machine stopped by SIGTERM mid-pair closes its arm run KILLED and
     puts its pair back on the PostgreSQL queue itself: the next worker takes it without waiting for a
     stale heartbeat."""
     env = {**env, "MLFLOW_EXPERIMENT_NAME": "stop-remote", "KD_IMDB_HEARTBEAT_S": "600"}  # a stale beat: never
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    storage = fresh_postgres_database("kd_imdb_test_stop")
-    leader = popen(["study", "--soft-labels-run-id", labels, "--workers", "0", "--storage", storage, *GRID], env, tmp_path)
-    name = wait_for("a queued study", lambda: [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))
-                                               if s.n_trials >= 2], leader)[0]
-    worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
-    a = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
-    wait_for("worker A's running arm", lambda: [r for r in arm_runs_of(client, "stop-remote", "RUNNING")
-                                                if r.data.tags["kd_imdb.pid"] == str(a.pid)], a)
+    leader, a, storage, name, worker_env = leader_and_busy_worker(env, labels, tmp_path, "kd_imdb_test_stop")
     a.send_signal(signal.SIGTERM)
     out, _ = a.communicate(timeout=120)
     assert a.returncode == 143, out[-2000:]  # (Optuna logs the stopped trial as failed, with its traceback)
@@ -199,14 +207,7 @@ def test_sigkill_of_a_study_worker_on_postgres(env, labels, tmp_path):
     waits until A's heartbeat goes stale, then retrains A's pair (closing A's arm run KILLED) and the rest."""
     env = {**env, "MLFLOW_EXPERIMENT_NAME": "fault-remote"}
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    storage = fresh_postgres_database("kd_imdb_test_faults")
-    leader = popen(["study", "--soft-labels-run-id", labels, "--workers", "0", "--storage", storage, *GRID], env, tmp_path)
-    name = wait_for("a queued study", lambda: [s.study_name for s in optuna.get_all_study_summaries(make_storage(storage))
-                                               if s.n_trials >= 2], leader)[0]
-    worker_env = {k: v for k, v in env.items() if k != "MLFLOW_EXPERIMENT_NAME"}
-    a = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
-    wait_for("worker A's running arm", lambda: [r for r in arm_runs_of(client, "fault-remote", "RUNNING")
-                                                if r.data.tags["kd_imdb.pid"] == str(a.pid)], a)
+    leader, a, storage, name, worker_env = leader_and_busy_worker(env, labels, tmp_path, "kd_imdb_test_faults")
     a.kill()
     a.wait()
     b = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
