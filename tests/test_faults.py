@@ -179,6 +179,17 @@ def leader_and_busy_worker(env: dict, labels: str, tmp_path: Path, database: str
     return leader, a, storage, name, worker_env
 
 
+def finish_with_worker_b(client: MlflowClient, leader, storage: str, name: str, worker_env: dict, tmp_path: Path) -> None:
+    """A second ``study-worker`` B drains the queue; the leader ends; every cell is finished once, one arm KILLED."""
+    b = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
+    out, _ = b.communicate(timeout=600)
+    assert b.returncode == 0, out[-2000:]
+    out, _ = leader.communicate(timeout=300)
+    assert leader.returncode == 0, out[-2000:]
+    experiment = client.get_run(out.strip().split()[-1]).info.experiment_id
+    assert_each_cell_once(client, client.get_experiment(experiment).name, out.strip().split()[-1], cells=4, killed=1)
+
+
 def test_sigterm_of_a_study_worker_queues_its_pair_again_at_once(env, labels, tmp_path):
     """A ``study-worker`` on another machine stopped by SIGTERM mid-pair closes its arm run KILLED and
     puts its pair back on the PostgreSQL queue itself: the next worker takes it without waiting for a
@@ -194,12 +205,7 @@ def test_sigterm_of_a_study_worker_queues_its_pair_again_at_once(env, labels, tm
     states = Counter(t.state.name for t in study.trials)
     assert states["FAIL"] == 1 and states["RUNNING"] == 0 and states["WAITING"] >= 1, states  # A's pair, queued again
     assert [r.data.tags["kd_imdb.pid"] for r in arm_runs_of(client, "stop-remote", "KILLED")] == [str(a.pid)]
-    b = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
-    out, _ = b.communicate(timeout=600)
-    assert b.returncode == 0, out[-2000:]
-    out, _ = leader.communicate(timeout=300)
-    assert leader.returncode == 0, out[-2000:]
-    assert_each_cell_once(client, "stop-remote", out.strip().split()[-1], cells=4, killed=1)
+    finish_with_worker_b(client, leader, storage, name, worker_env, tmp_path)
 
 
 def test_sigkill_of_a_study_worker_on_postgres(env, labels, tmp_path):
@@ -210,12 +216,7 @@ def test_sigkill_of_a_study_worker_on_postgres(env, labels, tmp_path):
     leader, a, storage, name, worker_env = leader_and_busy_worker(env, labels, tmp_path, "kd_imdb_test_faults")
     a.kill()
     a.wait()
-    b = popen(["study-worker", "--storage", storage, "--study-name", name], worker_env, tmp_path)
-    out, _ = b.communicate(timeout=600)
-    assert b.returncode == 0, out[-2000:]
-    out, _ = leader.communicate(timeout=300)
-    assert leader.returncode == 0, out[-2000:]
-    assert_each_cell_once(client, "fault-remote", out.strip().split()[-1], cells=4, killed=1)
+    finish_with_worker_b(client, leader, storage, name, worker_env, tmp_path)
     study = optuna.load_study(study_name=name, storage=make_storage(storage))
     states = Counter(t.state.name for t in study.trials)
     assert states["FAIL"] == 1 and states["RUNNING"] == 0 and states["WAITING"] == 0  # A's pair, failed then retried
