@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -136,8 +137,12 @@ def stop_on_sigterm() -> None:
     """Let SIGTERM stop this process as Ctrl-C does, by an exception, so that on the way out each run
     it holds ends KILLED (``start_run``) and Optuna marks its trial FAIL. Python's default ends the
     process on the spot and leaves its runs RUNNING until the next command on this machine closes them
-    (``close_orphaned_runs``). A second SIGTERM while closing is ignored, so the closing finishes."""
-    signal.signal(signal.SIGTERM, _raise_stopped)
+    (``close_orphaned_runs``). A second SIGTERM while closing is ignored, so the closing finishes.
+
+    Only the main thread may set a handler (``signal.signal`` raises ValueError elsewhere): called from
+    another thread (a command invoked in-process by a test runner's thread) it leaves Python's default."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
 
 
 def _raise_stopped(signum: int, frame) -> None:

@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import mlflow
@@ -61,6 +62,25 @@ def test_a_stopped_run_ends_killed_and_a_failed_one_failed(local_store):
     assert [client.get_run(r.info.run_id).info.status for r in (outer, inner, failed)] == ["KILLED", "KILLED", "FAILED"]
     assert client.get_run(inner.info.run_id).data.tags["mlflow.parentRunId"] == outer.info.run_id
     assert mlflow.active_run() is None
+
+
+def test_sigterm_handling_is_set_only_from_the_main_thread():
+    """``signal.signal`` raises ValueError outside the main thread: a command run in-process from a
+    test runner's thread must still work, and leave SIGTERM's handler as it was."""
+    before = signal.getsignal(signal.SIGTERM)
+    errors = []
+
+    def call():
+        try:
+            tracking.stop_on_sigterm()
+        except Exception as exc:  # noqa: BLE001 - the test reports what was raised
+            errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join()
+    assert errors == []
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_every_command_logs_into_one_described_experiment(local_store, tmp_path):
