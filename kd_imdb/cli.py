@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import sys
 
 import click
@@ -29,7 +28,7 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         from kd_imdb.data import DataError
         from kd_imdb.executor import WorkerLost
-        from kd_imdb.tracking import Stopped, TrackingError
+        from kd_imdb.tracking import STOPPED_EXIT_STATUS, Stopped, TrackingError
 
         try:
             return fn(*args, **kwargs)
@@ -42,7 +41,7 @@ def friendly_errors(fn):
         except Stopped:  # SIGTERM: not an error; what it was doing is closed KILLED and resumable
             click.echo("stopped by SIGTERM: its open runs are closed KILLED; rerun the same command to go on",
                        err=True)
-            sys.exit(128 + signal.SIGTERM)
+            sys.exit(STOPPED_EXIT_STATUS)
 
     return wrapper
 

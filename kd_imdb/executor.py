@@ -101,7 +101,7 @@ def _process_main(target: Callable[[int], Any], index: int, tracking_uri: str, p
     try:
         target(index)
     except tracking.Stopped:  # its runs are closed KILLED; no traceback for a stop
-        sys.exit(128 + signal.SIGTERM)
+        sys.exit(tracking.STOPPED_EXIT_STATUS)
 
 
 def start_workers(target: Callable[[int], Any], n: int, tracking_uri: str, status=None) -> list:

@@ -133,6 +133,9 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM arrived (``kill``, a scheduler's stop or time limit); raised where the process was."""
 
 
+STOPPED_EXIT_STATUS = 128 + signal.SIGTERM  # 143: what a shell reports for a process ended by SIGTERM
+
+
 def stop_on_sigterm() -> None:
     """Let SIGTERM stop this process as Ctrl-C does, by an exception, so that on the way out each run
     it holds ends KILLED (``start_run``) and Optuna marks its trial FAIL. Python's default ends the
