@@ -17,6 +17,7 @@ finished: a cell whose runs already finished returns at once.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import multiprocessing as mp
@@ -27,7 +28,7 @@ import socket
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import mlflow
@@ -154,12 +155,20 @@ def run_with_progress(target: Callable[[int], Any], n: int, tracking_uri: str, t
     worker's status, until every worker has exited; returns the processes for ``join_workers``."""
     status = mp.get_context("spawn").Queue()
     procs = start_workers(target, n, tracking_uri, status)
-    try:
+    with stopping(procs):
         show_progress(status, procs, total, unit)
-    except tracking.Stopped:  # pass SIGTERM on, so each worker closes its own runs KILLED, then stop
+    return procs
+
+
+@contextlib.contextmanager
+def stopping(procs: list) -> Iterator[None]:
+    """Stopped by SIGTERM while waiting on ``procs``: pass it on, so that each worker closes its own runs
+    KILLED, wait for them (``stop_workers``), then stop too."""
+    try:
+        yield
+    except tracking.Stopped:
         stop_workers(procs)
         raise
-    return procs
 
 
 def stop_workers(procs: list, grace_s: float = 60.0) -> None:
@@ -325,11 +334,8 @@ def run_shared(study: optuna.Study, join: Callable[..., Any], workers: int, trac
     workers a cell a dead worker left is taken here (``join()``). Then raise WorkerLost if a local worker
     died."""
     procs = start_workers(join, workers, tracking_uri)
-    try:
+    with stopping(procs):
         for p in procs:
             p.join()
-    except tracking.Stopped:
-        stop_workers(procs)
-        raise
     wait_for_workers(study, join if workers else None)
     join_workers(procs, kind)
