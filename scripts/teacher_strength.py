@@ -79,9 +79,15 @@ def main() -> None:
                     yerr=[series["student"] - series["student_low"], series["student_high"] - series["student"]],
                     fmt="os"[k % 2], color=colour, capsize=3, label=f"{student_model} (transfer-set KD), 95% CI over seeds")
         ax.axhline(series["scratch"].mean(), color=colour, lw=1, ls="--", label=f"{student_model} scratch (mean)")
-        for i, r in enumerate(series.itertuples()):  # labels alternately below and above: neighbours do not overlap
-            ax.annotate(r.teacher, (r.teacher_test_accuracy, r.student), textcoords="offset points",
-                        xytext=(5, -12 if i % 2 == 0 else 8), fontsize=8, color=colour)
+    # one label per teacher (its name before any note in brackets), under the column's lowest error bar;
+    # it runs leftwards where the next teacher to the right stands closer than the label is wide
+    columns = (table.assign(name=table["teacher"].str.split(" (", regex=False).str[0])
+               .groupby("teacher_test_accuracy").agg(name=("name", "first"), low=("student_low", "min")).reset_index())
+    xs = columns["teacher_test_accuracy"].tolist()
+    for i, c in enumerate(columns.itertuples()):
+        leftwards = i + 1 < len(xs) and xs[i + 1] - xs[i] < 0.008
+        ax.annotate(c.name, (c.teacher_test_accuracy, c.low), textcoords="offset points", xytext=(-3 if leftwards else 3, -4),
+                    ha="right" if leftwards else "left", va="top", fontsize=8)
     lo = min(table["teacher_test_accuracy"].min(), table["student_low"].min()) - 0.005
     hi = max(table["teacher_test_accuracy"].max(), table["student_high"].max()) + 0.005
     ax.plot([lo, hi], [lo, hi], "k:", lw=1, label="student = teacher")
