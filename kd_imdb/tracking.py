@@ -158,7 +158,8 @@ def owner_tags() -> dict[str, str]:
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine with this pid still exists (signal 0 checks, sends nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -180,7 +181,7 @@ def close_orphaned_runs() -> list[str]:
     closed = []
     for run in client.search_runs(experiments, f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"):
         pid = int(run.data.tags.get(PID_TAG, "0") or 0)
-        if pid and pid != os.getpid() and not _alive(pid):
+        if pid and pid != os.getpid() and not process_alive(pid):
             client.set_terminated(run.info.run_id, status="KILLED")
             closed.append(run.info.run_id)
     if closed:

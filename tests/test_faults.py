@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from test_study import finished_cells, register_synthetic_soft_labels
 from test_sweep import TINY as SWEEP_TINY
 
+from kd_imdb import tracking
 from kd_imdb.executor import make_storage  # one NullPool engine per call: no idle connections left open
 
 pytestmark = pytest.mark.slow  # trains models or serves them for tens of seconds: -m 'not slow' skips
@@ -124,14 +125,6 @@ def test_sigkill_of_one_local_worker(env, labels, tmp_path):
     assert closed and killed[0].info.run_id in closed.groups(), rerun.stderr[-2000:]
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_sigterm_of_the_study_process_closes_every_run_killed(env, labels, tmp_path):
     env = {**env, "MLFLOW_EXPERIMENT_NAME": "stop-study"}
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
@@ -153,9 +146,9 @@ def test_sigterm_of_the_study_process_closes_every_run_killed(env, labels, tmp_p
     workers = {int(r.data.tags["kd_imdb.pid"]) for r in killed}
     assert killed and proc.pid not in workers  # closed by the workers themselves
     deadline = time.time() + 30
-    while any(alive(pid) for pid in workers) and time.time() < deadline:
+    while any(tracking.process_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.2)
-    assert not any(alive(pid) for pid in workers)
+    assert not any(tracking.process_alive(pid) for pid in workers)
     before = {r.info.run_id for r in arm_runs_of(client, "stop-study", "FINISHED")}
     rerun = run_cli(*args, env=env, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
